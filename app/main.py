@@ -1,0 +1,72 @@
+"""Wires the Wake server: `create_app(settings)` builds the FastAPI app; its lifespan opens Redis, the session
+log writer and the vLLM engine, and closes them in reverse order. Nothing heavy happens at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from app.engine import EngineRunner
+from app.errors import install_error_handlers
+from app.middleware import SleepdMiddleware
+from app.routes import admin, health, openai
+from app.session_log import SessionLogWriter
+from app.spool import Spool
+from sleepd.config import Settings
+from sleepd.session_store import SessionStore
+
+log = logging.getLogger(__name__)
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    # Short timeouts and one quick retry: when Redis is away the session log should spool within a
+    # second or two, not hold records in memory behind long reconnect attempts.
+    return aioredis.from_url(
+        url,
+        socket_timeout=2.0,
+        socket_connect_timeout=1.0,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+        health_check_interval=15,
+    )
+
+
+def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = redis_client(settings.redis_url)
+        store = SessionStore(redis, dedupe_ttl_s=settings.session_dedupe_ttl_s)
+        writer = SessionLogWriter(
+            store,
+            Spool(settings.spool_path),
+            queue_size=settings.session_log_queue_size,
+            batch=settings.session_log_batch,
+            replay_interval_s=settings.spool_replay_interval_s,
+        )
+        runner = EngineRunner(settings)
+        app.state.session_store = store
+        app.state.session_log = writer
+        app.state.engine_runner = runner
+        await writer.start()
+        if start_engine:
+            runner.start()
+        try:
+            yield
+        finally:
+            await runner.stop()
+            await writer.close()
+            await redis.aclose()
+
+    app = FastAPI(title="sleepd", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(openai.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+    install_error_handlers(app)
+    app.add_middleware(SleepdMiddleware, max_request_bytes=settings.max_request_bytes)
+    return app

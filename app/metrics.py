@@ -1,0 +1,29 @@
+"""sleepd's own Prometheus metrics. vLLM's (`vllm:*`) live in the same default registry and are served beside."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+REQUESTS = Counter("sleepd_requests_total", "API requests by endpoint and HTTP status.", ["endpoint", "status"])
+REQUEST_LATENCY = Histogram(
+    "sleepd_request_latency_seconds", "End-to-end request latency.", ["endpoint"], buckets=_LATENCY_BUCKETS
+)
+TTFT = Histogram(
+    "sleepd_time_to_first_token_seconds", "Time to the first streamed token.", ["endpoint"], buckets=_LATENCY_BUCKETS
+)
+TOKENS = Counter("sleepd_tokens_total", "Tokens processed, by kind (prompt, completion).", ["kind"])
+
+SESSION_RECORDS = Counter(
+    "sleepd_session_log_records_total",
+    "Exchange records by where they went: redis, spooled, replayed (spool to redis), duplicate.",
+    ["outcome"],
+)
+SESSION_QUEUE_DEPTH = Gauge("sleepd_session_log_queue_depth", "Records waiting in memory for the log writer.")
+SESSION_SPOOL_PENDING = Gauge("sleepd_session_log_spool_pending", "Records in the local spool awaiting Redis.")
+SESSION_WRITE_SECONDS = Histogram(
+    "sleepd_session_log_write_seconds", "Time to store one batch of records in Redis.", buckets=_LATENCY_BUCKETS
+)
+REDIS_UP = Gauge("sleepd_redis_up", "1 while the session log reaches Redis, 0 while it spools.")
+ENGINE_READY = Gauge("sleepd_engine_ready", "1 once the vLLM engine serves requests.")

@@ -1,0 +1,75 @@
+"""OpenAI-compatible endpoints: vLLM's serving objects do the protocol; sleepd adds the session log."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from vllm.entrypoints.generate.base.protocol import StreamOptions
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+from vllm.entrypoints.serve.utils.api_utils import validate_json_request, with_cancellation
+
+from app.deps import EngineDep, SessionLogDep
+from app.exchange import ExchangeCapture
+from app.session_log import SessionLogWriter
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 413, 503)}
+
+
+@router.post("/v1/chat/completions", dependencies=[Depends(validate_json_request)], responses=_ERRORS)
+@with_cancellation
+async def create_chat_completion(
+    request: ChatCompletionRequest, raw_request: Request, engine: EngineDep, log: SessionLogDep
+) -> Response:
+    return await _serve("chat", engine.chat.create_chat_completion, request, raw_request, log)
+
+
+@router.post("/v1/completions", dependencies=[Depends(validate_json_request)], responses=_ERRORS)
+@with_cancellation
+async def create_completion(
+    request: CompletionRequest, raw_request: Request, engine: EngineDep, log: SessionLogDep
+) -> Response:
+    return await _serve("completion", engine.completion.create_completion, request, raw_request, log)
+
+
+@router.get("/v1/models")
+async def list_models(engine: EngineDep) -> JSONResponse:
+    models = await engine.models.show_available_models()
+    return JSONResponse(models.model_dump())
+
+
+async def _serve(
+    endpoint: Literal["chat", "completion"],
+    handler: Any,
+    request: ChatCompletionRequest | CompletionRequest,
+    raw_request: Request,
+    log: SessionLogWriter,
+) -> Response:
+    adapter = "base"
+    raw_request.state.adapter = adapter
+    forward_usage = bool(request.stream_options and request.stream_options.include_usage)
+    if request.stream and not forward_usage:
+        request.stream_options = StreamOptions(
+            include_usage=True,
+            continuous_usage_stats=bool(request.stream_options and request.stream_options.continuous_usage_stats),
+        )
+    capture = ExchangeCapture(
+        log,
+        endpoint=endpoint,
+        session_id=raw_request.state.session_id,
+        adapter=adapter,
+        request=request,
+        request_id=raw_request.headers.get("x-request-id"),
+    )
+    result = await handler(request, raw_request)
+    if isinstance(result, ErrorResponse):
+        return JSONResponse(result.model_dump(), status_code=result.error.code)
+    if not request.stream:
+        capture.finish_response(result)
+        return JSONResponse(result.model_dump())
+    return StreamingResponse(capture.relay(result, forward_usage=forward_usage), media_type="text/event-stream")

