@@ -123,8 +123,12 @@ def start_server(model: str, redis_url: str, data_dir: Path, **overrides: str) -
         if proc.poll() is not None:
             raise RuntimeError(f"sleepd serve exited early:\n{log_path.read_text()[-4000:]}")
         try:
-            if httpx.get(server.base_url + "/ready", timeout=1).status_code == 200:
+            ready = httpx.get(server.base_url + "/ready", timeout=1)
+            if ready.status_code == 200:
                 return server
+            if "engine failed" in ready.text:
+                server.stop()
+                raise RuntimeError(f"engine failed to start:\n{log_path.read_text()[-4000:]}")
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
