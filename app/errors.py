@@ -53,6 +53,11 @@ class NotFound(SleepdError):
     error_type = "NotFoundError"
 
 
+class Conflict(SleepdError):
+    status_code = 409
+    error_type = "ConflictError"
+
+
 class PayloadTooLarge(SleepdError):
     status_code = 413
     error_type = "RequestTooLargeError"

@@ -15,10 +15,12 @@ from redis.retry import Retry
 from app.engine import EngineRunner
 from app.errors import install_error_handlers
 from app.middleware import SleepdMiddleware
-from app.routes import admin, health, openai
+from app.routes import adapters, admin, health, openai
 from app.session_log import SessionLogWriter
 from app.spool import Spool
+from sleepd.active_adapter import ActiveAdapter
 from sleepd.config import Settings
+from sleepd.registry import AdapterRegistry
 from sleepd.session_store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,11 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
             batch=settings.session_log_batch,
             replay_interval_s=settings.spool_replay_interval_s,
         )
-        runner = EngineRunner(settings)
+        registry = AdapterRegistry(settings.adapters_dir)
+        pointer = ActiveAdapter(redis)
+        runner = EngineRunner(settings, registry, pointer)
+        app.state.registry = registry
+        app.state.active_adapter = pointer
         app.state.session_store = store
         app.state.session_log = writer
         app.state.engine_runner = runner
@@ -66,6 +72,7 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
     app.state.settings = settings
     app.include_router(openai.router)
     app.include_router(admin.router)
+    app.include_router(adapters.router)
     app.include_router(health.router)
     install_error_handlers(app)
     app.add_middleware(SleepdMiddleware, max_request_bytes=settings.max_request_bytes)

@@ -27,3 +27,13 @@ SESSION_WRITE_SECONDS = Histogram(
 )
 REDIS_UP = Gauge("sleepd_redis_up", "1 while the session log reaches Redis, 0 while it spools.")
 ENGINE_READY = Gauge("sleepd_engine_ready", "1 once the vLLM engine serves requests.")
+
+ACTIVE_ADAPTER = Gauge("sleepd_active_adapter_info", "1 for the adapter version this process serves.", ["version"])
+ADAPTER_SWAPS = Counter("sleepd_adapter_swaps_total", "Adapter activations by outcome (ok, rejected).", ["outcome"])
+ADAPTER_REJECTIONS = Counter(
+    "sleepd_adapter_rejections_total", "Adapters refused (corrupt, incompatible, load error), by reason.", ["reason"]
+)
+ADAPTER_LOAD_SECONDS = Histogram(
+    "sleepd_adapter_load_seconds", "Verify + load + warm-up time of a new adapter.", buckets=_LATENCY_BUCKETS
+)
+ADAPTERS_LOADED = Gauge("sleepd_adapters_loaded", "Adapter versions loaded in the engine (active + draining).")

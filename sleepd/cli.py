@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,8 @@ from sleepd.config import Settings
 app = typer.Typer(help="sleepd: LLM serving that keeps learning.", no_args_is_help=True)
 model_app = typer.Typer(help="The served model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+adapters_app = typer.Typer(help="Adapter versions (through the admin API of a running server).", no_args_is_help=True)
+app.add_typer(adapters_app, name="adapters")
 console = Console(stderr=True)
 
 
@@ -122,6 +124,63 @@ def model_prepare() -> None:
     settings = _settings()
     logging.basicConfig(level=logging.INFO)
     print(resolve_model(settings.model, settings.models_dir))
+
+
+def _admin(method: str, path: str, **kwargs: Any) -> Any:
+    """Call the running server's admin API with the configured (or `up`-generated) token."""
+    import httpx
+
+    settings = _settings()
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    token_file = settings.data_dir / "admin_token"
+    if token is None and token_file.exists():
+        token = token_file.read_text().strip()
+    if not token:
+        console.print("[red]no admin token:[/] set SLEEPD_ADMIN_TOKEN (or run `sleepd up`, which makes one)")
+        raise typer.Exit(2)
+    url = f"http://{settings.host}:{settings.port}{path}"
+    try:
+        r = httpx.request(method, url, headers={"Authorization": f"Bearer {token}"}, timeout=120, **kwargs)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]cannot reach sleepd at {url}:[/] {exc}")
+        raise typer.Exit(1) from exc
+    if r.status_code >= 400:
+        console.print(f"[red]{r.status_code}:[/] {r.json().get('error', {}).get('message', r.text)}")
+        raise typer.Exit(1)
+    return r.json()
+
+
+@adapters_app.command("list")
+def adapters_list() -> None:
+    """Versions in the registry, with lineage and gate metrics; marks the active one."""
+    from rich.table import Table
+
+    body = _admin("GET", "/admin/adapters")
+    table = Table("version", "parent", "rank", "source", "created", "gate")
+    for m in body["data"]:
+        mark = " *" if m["version"] == body["active"] else ""
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(m["created_at"]))
+        gate = ", ".join(f"{k}={v}" for k, v in m["gate"].items())
+        table.add_row(m["version"] + mark, m["parent"] or "-", str(m["rank"]), m["source"], created, gate)
+    Console().print(table)
+    console.print(f"active: [bold]{body['active']}[/] (this server serves {body['serving']})")
+
+
+@adapters_app.command("activate")
+def adapters_activate(version: Annotated[str, typer.Argument(help="A version such as v0003, or 'base'.")]) -> None:
+    """Switch every server to VERSION (roll forward or back) with no downtime."""
+    body = _admin("POST", f"/admin/adapters/{version}/activate")
+    console.print(f"[green]active:[/] {body['active']} (was {body['previous']})")
+
+
+@adapters_app.command("publish")
+def adapters_publish(
+    path: Annotated[Path, typer.Argument(help="A PEFT LoRA folder for the served base model.")],
+    activate: Annotated[bool, typer.Option(help="Activate it right away.")] = False,
+) -> None:
+    """Register an adapter trained elsewhere as a new version (validated by the running engine)."""
+    body = _admin("POST", "/admin/adapters", json={"path": str(path.resolve()), "activate": activate})
+    console.print(f"[green]published[/] {body['version']} (rank {body['rank']})" + (", active" if activate else ""))
 
 
 def main() -> None:

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     kv_cache_gib: int = Field(2, description="VLLM_CPU_KVCACHE_SPACE on CPU machines, if not set already.")
     vllm_args: str = Field("", description="Extra vLLM engine arguments, shell-quoted, appended last.")
 
+    # Adapters (hot swap).
+    registry_dir: Path | None = Field(None, description="Adapter registry folder; default <data_dir>/adapters.")
+    adapter_reconcile_interval_s: float = 2.0
+
     # Wire limits.
     max_request_bytes: int = 8 * 1024 * 1024
 
@@ -48,6 +52,10 @@ class Settings(BaseSettings):
     @cached_property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @cached_property
+    def adapters_dir(self) -> Path:
+        return self.registry_dir or self.data_dir / "adapters"
 
     @cached_property
     def spool_path(self) -> Path:

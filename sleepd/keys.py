@@ -18,3 +18,9 @@ def session_entries(session_id: str) -> str:
 def record_dedupe(record_id: str) -> str:
     """Marker that a record reached the stream; makes spool replay exactly-once. TTL: session_dedupe_ttl_s."""
     return f"{PREFIX}:sessions:seen:{record_id}"
+
+
+# Adapter registry pointer: the active version ("base" for none), its change log, and the change channel.
+ADAPTER_ACTIVE = f"{PREFIX}:adapters:active"
+ADAPTER_HISTORY = f"{PREFIX}:adapters:history"  # list of JSON {version, previous, reason, at}, newest first
+ADAPTER_EVENTS = f"{PREFIX}:adapters:events"  # pub/sub channel; message = the same JSON

@@ -45,3 +45,23 @@ def build_tiny_llama(out_dir: Path, *, hidden: int = 128, layers: int = 2, seed:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def build_random_lora(
+    base_dir: Path, out_dir: Path, *, rank: int = 8, seed: int = 1, scale: float = 0.5, targets: tuple[str, ...] = ()
+) -> Path:
+    """A valid PEFT LoRA adapter for `base_dir` with random (non-zero) B matrices, so it visibly changes outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    modules = list(targets) or ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=rank, target_modules=modules))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
+    peft_model.save_pretrained(str(out_dir))
+    return out_dir

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -12,6 +13,7 @@ from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request, with_cancellation
 
+from app.adapters import AdapterManager
 from app.deps import EngineDep, SessionLogDep
 from app.exchange import ExchangeCapture
 from app.session_log import SessionLogWriter
@@ -26,7 +28,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for c
 async def create_chat_completion(
     request: ChatCompletionRequest, raw_request: Request, engine: EngineDep, log: SessionLogDep
 ) -> Response:
-    return await _serve("chat", engine.chat.create_chat_completion, request, raw_request, log)
+    return await _serve("chat", engine.chat.create_chat_completion, request, raw_request, log, engine.adapters)
 
 
 @router.post("/v1/completions", dependencies=[Depends(validate_json_request)], responses=_ERRORS)
@@ -34,13 +36,16 @@ async def create_chat_completion(
 async def create_completion(
     request: CompletionRequest, raw_request: Request, engine: EngineDep, log: SessionLogDep
 ) -> Response:
-    return await _serve("completion", engine.completion.create_completion, request, raw_request, log)
+    return await _serve("completion", engine.completion.create_completion, request, raw_request, log, engine.adapters)
 
 
 @router.get("/v1/models")
 async def list_models(engine: EngineDep) -> JSONResponse:
-    models = await engine.models.show_available_models()
-    return JSONResponse(models.model_dump())
+    """vLLM's model list; the served model's card also names the adapter version now serving it."""
+    models = (await engine.models.show_available_models()).model_dump()
+    for card in models["data"]:
+        card["sleepd_adapter"] = engine.adapters.active.version
+    return JSONResponse(models)
 
 
 async def _serve(
@@ -49,27 +54,62 @@ async def _serve(
     request: ChatCompletionRequest | CompletionRequest,
     raw_request: Request,
     log: SessionLogWriter,
+    adapters: AdapterManager,
 ) -> Response:
-    adapter = "base"
-    raw_request.state.adapter = adapter
     forward_usage = bool(request.stream_options and request.stream_options.include_usage)
     if request.stream and not forward_usage:
         request.stream_options = StreamOptions(
             include_usage=True,
             continuous_usage_stats=bool(request.stream_options and request.stream_options.continuous_usage_stats),
         )
+    # The lease pins the adapter version active now for this whole request, streamed or not.
+    lease = adapters.acquire()
+    release = _once(lambda: adapters.release(lease))
+    raw_request.state.adapter = lease.version
     capture = ExchangeCapture(
         log,
         endpoint=endpoint,
         session_id=raw_request.state.session_id,
-        adapter=adapter,
+        adapter=lease.version,
         request=request,
         request_id=raw_request.headers.get("x-request-id"),
     )
-    result = await handler(request, raw_request)
+    try:
+        result = await handler(request, raw_request)
+    except BaseException:
+        release()
+        raise
     if isinstance(result, ErrorResponse):
+        release()
         return JSONResponse(result.model_dump(), status_code=result.error.code)
     if not request.stream:
+        release()
         capture.finish_response(result)
         return JSONResponse(result.model_dump())
-    return StreamingResponse(capture.relay(result, forward_usage=forward_usage), media_type="text/event-stream")
+    return LeasedStream(capture.relay(result, forward_usage=forward_usage), release)
+
+
+class LeasedStream(StreamingResponse):
+    """A stream that returns its adapter lease when the response ends, however it ends (even unstarted)."""
+
+    def __init__(self, content: Any, release: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream")
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def run() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            fn()
+
+    return run

@@ -1,0 +1,101 @@
+"""Admin API for adapters: list versions, activate (roll forward or back), publish an external PEFT adapter."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+
+from app.adapters import AdapterBusy
+from app.deps import AdminAuth, EngineDep
+from app.engine import Engine
+from app.errors import BadRequest, Conflict, NotFound
+from sleepd.active_adapter import ActiveAdapter
+from sleepd.registry import BASE, AdapterNotFound, AdapterRegistry, InvalidAdapter, read_peft_config
+
+router = APIRouter(prefix="/admin/adapters", dependencies=[AdminAuth])
+
+
+def _registry(request: Request) -> AdapterRegistry:
+    return request.app.state.registry  # type: ignore[no-any-return]
+
+
+def _pointer(request: Request) -> ActiveAdapter:
+    return request.app.state.active_adapter  # type: ignore[no-any-return]
+
+
+RegistryDep = Annotated[AdapterRegistry, Depends(_registry)]
+PointerDep = Annotated[ActiveAdapter, Depends(_pointer)]
+
+
+class PublishRequest(BaseModel):
+    path: str
+    activate: bool = False
+
+
+@router.get("")
+async def list_adapters(registry: RegistryDep, pointer: PointerDep, engine: EngineDep) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "active": await pointer.get(),
+        "serving": engine.adapters.active.version,
+        "data": [m.model_dump() for m in registry.versions()],
+        "history": await pointer.history(20),
+    }
+
+
+@router.post("/{version}/activate")
+async def activate(version: str, pointer: PointerDep, engine: EngineDep) -> dict[str, Any]:
+    """Switch every server to `version` (or `base`): this one first, so a bad version never reaches the pointer."""
+    await _activate_here(engine, version)
+    event = await pointer.set(version, reason="admin")
+    return {"active": version, "previous": event["previous"]}
+
+
+@router.post("")
+async def publish(
+    body: PublishRequest, registry: RegistryDep, pointer: PointerDep, engine: EngineDep
+) -> dict[str, Any]:
+    """Register an adapter trained elsewhere (a PEFT LoRA folder on this host) as the next version."""
+    path = await asyncio.to_thread(Path(body.path).resolve)
+    try:
+        config = await asyncio.to_thread(read_peft_config, path)
+    except InvalidAdapter as exc:
+        raise BadRequest(str(exc), param="path") from exc
+    if config["r"] > engine.adapters.max_rank:
+        raise BadRequest(
+            f"rank {config['r']} exceeds the engine's max LoRA rank {engine.adapters.max_rank}", param="path"
+        )
+    try:
+        await engine.adapters.check_loadable(str(path))
+    except InvalidAdapter as exc:
+        raise BadRequest(str(exc), param="path") from exc
+    except AdapterBusy as exc:
+        raise Conflict(str(exc)) from exc
+    parent = await pointer.get()
+    meta = await asyncio.to_thread(
+        registry.publish,
+        path,
+        base_model=engine.adapters.base_model,
+        parent=None if parent == BASE else parent,
+        lineage={"external_path": str(path)},
+        source="external",
+    )
+    if body.activate:
+        await _activate_here(engine, meta.version)
+        await pointer.set(meta.version, reason="admin publish")
+    return meta.model_dump()
+
+
+async def _activate_here(engine: Engine, version: str) -> None:
+    try:
+        await engine.adapters.activate(version)
+    except AdapterNotFound as exc:
+        raise NotFound(str(exc), param="version") from exc
+    except AdapterBusy as exc:
+        raise Conflict(str(exc)) from exc
+    except InvalidAdapter as exc:
+        raise BadRequest(str(exc), param="version") from exc
