@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import redis
 import redis.asyncio as aioredis
 from openai import AsyncOpenAI
@@ -117,8 +118,11 @@ async def drive(
             version = versions[-2]  # back to the previous version
         t_pub = time.perf_counter()
         await pointer.set(version, reason=f"load test {kind}")
-        first = await first_served(samples, version, t_pub, timeout_s=30)
-        swaps.append({"kind": kind, "version": version, "publish_to_first_served_s": first})
+        active_s = await until_active(base_url, version, t_pub, timeout_s=30)
+        first = await probe(base_url, version, t_pub)
+        swaps.append(
+            {"kind": kind, "version": version, "publish_to_active_s": active_s, "publish_to_first_served_s": first}
+        )
         await asyncio.sleep(args.swap_every_s)
 
     phase["name"] = "after"
@@ -142,14 +146,26 @@ async def drive(
     }
 
 
-async def first_served(samples: list[Sample], version: str, t_pub: float, timeout_s: float) -> float | None:
-    deadline = time.perf_counter() + timeout_s
-    while time.perf_counter() < deadline:
-        hits = [s.first_header_at for s in samples if s.ok and s.adapter == version and s.first_header_at >= t_pub]
-        if hits:
-            return min(hits) - t_pub
-        await asyncio.sleep(0.01)
+async def until_active(base_url: str, version: str, t_pub: float, timeout_s: float) -> float | None:
+    """Seconds from the pointer change until the server reports serving `version` (load + warm-up + switch)."""
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        deadline = time.perf_counter() + timeout_s
+        while time.perf_counter() < deadline:
+            card = (await http.get("/v1/models")).json()["data"][0]
+            if card["sleepd_adapter"] == version:
+                return time.perf_counter() - t_pub
+            await asyncio.sleep(0.01)
     return None
+
+
+async def probe(base_url: str, version: str, t_pub: float) -> float | None:
+    """A fresh request right after the switch (beside the steady load): seconds from the pointer change until
+    its first token arrives, and only if the new version served it."""
+    async with AsyncOpenAI(base_url=base_url + "/v1", api_key="x", max_retries=0, timeout=120) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="sleepd", messages=[{"role": "user", "content": "Say hello."}], max_tokens=1
+        )
+    return time.perf_counter() - t_pub if raw.headers["x-sleepd-adapter"] == version else None
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -181,6 +181,133 @@ def adapters_publish(
     """Register an adapter trained elsewhere as a new version (validated by the running engine)."""
     body = _admin("POST", "/admin/adapters", json={"path": str(path.resolve()), "activate": activate})
     console.print(f"[green]published[/] {body['version']} (rank {body['rank']})" + (", active" if activate else ""))
+
+
+sessions_app = typer.Typer(help="The session log.", no_args_is_help=True)
+app.add_typer(sessions_app, name="sessions")
+
+
+@sessions_app.command("export")
+def sessions_export(
+    out: Annotated[Path, typer.Option("--out", help="JSONL file to write (one ExchangeRecord per line).")],
+    redis_url: Annotated[str | None, typer.Option(help="Overrides SLEEPD_REDIS_URL.")] = None,
+) -> None:
+    """Export every logged exchange from the Redis stream, oldest first."""
+    import redis
+
+    from sleepd import keys
+
+    client = redis.Redis.from_url(redis_url or _settings().redis_url, decode_responses=True)
+    n = 0
+    start = "-"
+    with open(out, "w", encoding="utf-8") as f:
+        while rows := cast(list[tuple[str, dict[str, str]]], client.xrange(keys.SESSION_STREAM, min=start, count=1000)):
+            f.writelines(fields["data"] + "\n" for _, fields in rows)
+            n += len(rows)
+            start = f"({rows[-1][0]}"  # exclusive: continue after the last entry read
+    console.print(f"exported {n} exchange(s) to {out}")
+
+
+@app.command()
+def consolidate(
+    sessions: Annotated[Path, typer.Option("--sessions", help="JSONL of exchange records (sleepd sessions export).")],
+    registry: Annotated[Path | None, typer.Option(help="Adapter registry folder; default SLEEPD_REGISTRY_DIR.")] = None,
+    active: Annotated[
+        str | None, typer.Option(help="Adapter to build on; default: Redis's active one, else base.")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Knowledge Seeding steps.")] = 40,
+    dream_rounds: Annotated[int, typer.Option(help="Dreaming rounds (0 to skip).")] = 2,
+    rank: Annotated[int, typer.Option(help="Rank of the new expert.")] = 16,
+    activate: Annotated[
+        bool, typer.Option(help="Point the servers at the new version when it passes (needs Redis).")
+    ] = True,
+    redis_url: Annotated[str | None, typer.Option(help="Overrides SLEEPD_REDIS_URL; '' for none.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the full report as JSON here.")] = None,
+) -> None:
+    """Run one sleep offline: consolidate the sessions into a new adapter, gate it, publish it if it passes."""
+    import asyncio
+    import dataclasses
+    import json
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from consolidation.dreaming import DreamingConfig
+    from consolidation.gate import GateConfig
+    from consolidation.policy import ExpertConfig
+    from consolidation.seeding import SeedingConfig
+    from consolidation.sessions import load_jsonl
+    from consolidation.sleep import SleepConfig, run_sleep
+    from sleepd.local_redis import redis_answers
+    from sleepd.models import resolve_model
+    from sleepd.registry import BASE, AdapterRegistry
+
+    settings = _settings()
+    logging.basicConfig(level=logging.WARNING)
+    url = settings.redis_url if redis_url is None else redis_url
+    use_redis = bool(url) and redis_answers(url)
+    reg = AdapterRegistry(registry or settings.adapters_dir)
+    if active is None:
+        active = asyncio.run(_active_version(url)) if use_redis else BASE
+    records = load_jsonl(sessions)
+    base = Path(resolve_model(settings.model, settings.models_dir))
+    cfg = SleepConfig(
+        expert=ExpertConfig(rank=rank),
+        seeding=SeedingConfig(steps=steps),
+        dreaming=DreamingConfig(rounds=dream_rounds),
+        gate=GateConfig(min_recall_gain=settings.gate_min_recall_gain, max_anchor_kl=settings.gate_max_anchor_kl),
+        max_rank=settings.max_lora_rank,
+    )
+    with Progress(TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console) as bar:  # fmt: skip
+        task = bar.add_task("prepare", total=1.0, info="")
+
+        def on_progress(phase: str, done: float, details: dict[str, Any]) -> None:
+            info = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in details.items())
+            bar.update(task, description=phase, completed=done, info=info)
+
+        result = run_sleep(base, records, reg, active, cfg, progress=on_progress)
+    summary = result.summary()
+    summary["config"] = dataclasses.asdict(cfg)
+    if report:
+        report.write_text(json.dumps(summary, indent=2, default=str))
+    gate = summary["gate"]
+    color = "green" if gate["passed"] else "red"
+    console.print(f"[{color}]gate {'passed' if gate['passed'] else 'rejected'}[/]: recall "
+                  f"{gate['recall_before']:.2f} -> {gate['recall_after']:.2f} on {gate['probes']} probe(s) "
+                  f"({'held out' if gate['heldout'] else 'trained-on user turns'}), anchor KL {gate['anchor_kl']:.4f}, "
+                  f"anchors unchanged {gate['anchor_unchanged']:.0%}")  # fmt: skip
+    for reason in gate["reasons"]:
+        console.print(f"  - {reason}")
+    if result.published is None:
+        raise typer.Exit(3)
+    console.print(f"[green]published[/] {result.published.version} (parent {active}) into {reg.root}")
+    if activate and use_redis:
+        asyncio.run(_set_active(url, result.published.version))
+        console.print(f"[green]active[/]: servers now switch to {result.published.version}")
+
+
+async def _active_version(url: str) -> str:
+    import redis.asyncio as aioredis
+
+    from sleepd.active_adapter import ActiveAdapter
+
+    client = aioredis.from_url(url)
+    try:
+        return await ActiveAdapter(client).get()
+    finally:
+        await client.aclose()
+
+
+async def _set_active(url: str, version: str) -> None:
+    import redis.asyncio as aioredis
+
+    from sleepd.active_adapter import ActiveAdapter
+
+    client = aioredis.from_url(url)
+    try:
+        await ActiveAdapter(client).set(version, reason="sleepd consolidate")
+    finally:
+        await client.aclose()
 
 
 def main() -> None:

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     registry_dir: Path | None = Field(None, description="Adapter registry folder; default <data_dir>/adapters.")
     adapter_reconcile_interval_s: float = 2.0
 
+    # Sleep publish gate (consolidation/gate.py): recall must improve by more than this, drift stay under that.
+    gate_min_recall_gain: float = 0.0
+    gate_max_anchor_kl: float = 0.1
+
     # Wire limits.
     max_request_bytes: int = 8 * 1024 * 1024
 

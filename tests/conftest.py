@@ -98,6 +98,22 @@ class Server:
 
 
 def start_server(model: str, redis_url: str, data_dir: Path, **overrides: str) -> Server:
+    """Start `sleepd serve` and wait for /ready. A port picked free can be taken by the time uvicorn binds (vLLM
+    opens ports of its own while starting): then try again on another."""
+    for attempt in range(3):
+        try:
+            return _start_server(model, redis_url, data_dir, **overrides)
+        except PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    pass
+
+
+def _start_server(model: str, redis_url: str, data_dir: Path, **overrides: str) -> Server:
     port = free_port()
     env = {
         **os.environ,
@@ -112,7 +128,7 @@ def start_server(model: str, redis_url: str, data_dir: Path, **overrides: str) -
         **overrides,
     }
     data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "server.log"
+    log_path = data_dir / f"server-{port}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - the child writes to it for its whole life
     proc = subprocess.Popen(
         [sys.executable, "-m", "sleepd.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
@@ -121,7 +137,10 @@ def start_server(model: str, redis_url: str, data_dir: Path, **overrides: str) -
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"sleepd serve exited early:\n{log_path.read_text()[-4000:]}")
+            log_text = log_path.read_text()
+            if "address already in use" in log_text:
+                raise PortTaken(log_text[-500:])
+            raise RuntimeError(f"sleepd serve exited early:\n{log_text[-4000:]}")
         try:
             ready = httpx.get(server.base_url + "/ready", timeout=1)
             if ready.status_code == 200:

@@ -1,0 +1,111 @@
+"""Dreaming: after seeding, the model rehearses what it consolidated on problems it poses itself.
+
+Each round: the student answers every open problem closed-book (k samples); the teacher with the memory in
+context is the judge (its greedy in-context answer is the reference, matched by token F1); attempts that score
+at least `accept_f1` are trained on (rejection-sampling fine-tuning: maximise their likelihood), with replay
+against forgetting. The curriculum moves toward what the student still fails: problems it solves in at least
+`mastered` of its attempts are dropped, and failed ones get teacher-written paraphrases added. Rounds stop at
+the budget or when nothing is left to learn.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from consolidation.losses import forward_kl, sequence_logprob
+from consolidation.policy import Policy
+from consolidation.questions import paraphrase, token_f1
+from consolidation.seeding import Anchor, Example, SeedingConfig, build_examples
+
+
+@dataclass(frozen=True)
+class DreamingConfig:
+    rounds: int = 2
+    steps_per_round: int = 10
+    batch: int = 4
+    k: int = 4
+    accept_f1: float = 0.6
+    mastered: float = 0.75
+    paraphrases: int = 1
+    lr: float = 3e-4
+    temperature: float = 0.8
+    max_new_tokens: int = 40
+    w_replay: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class RoundLog:
+    round: int
+    problems: int
+    pass_rate: float
+    accepted: int
+    dropped: int
+    added: int
+    seconds: float
+
+
+def dream(
+    policy: Policy,
+    problems: list[Example],
+    anchors: list[Anchor],
+    cfg: DreamingConfig,
+    seeding_cfg: SeedingConfig,
+    on_round: Callable[[RoundLog], None] | None = None,
+) -> list[RoundLog]:
+    rng = random.Random(cfg.seed)
+    params = policy.trainable_parameters()
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    open_problems = [p for p in problems if p.reference]
+    logs = []
+    for rnd in range(1, cfg.rounds + 1):
+        if not open_problems:
+            break
+        start = time.perf_counter()
+        attempts = policy.generate(
+            [p.student_prompt for p in open_problems], student=True, n=cfg.k,
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+        )  # fmt: skip
+        accepted: list[tuple[Example, list[int]]] = []
+        pass_rates = []
+        for i, p in enumerate(open_problems):
+            mine = attempts[i * cfg.k : (i + 1) * cfg.k]
+            scores = [token_f1(policy.decode(a), p.reference) for a in mine]
+            pass_rates.append(sum(s >= cfg.accept_f1 for s in scores) / cfg.k)
+            accepted += [(p, a) for a, s in zip(mine, scores, strict=True) if a and s >= cfg.accept_f1]
+        for _ in range(cfg.steps_per_round if accepted else 0):
+            batch = rng.sample(accepted, min(cfg.batch, len(accepted)))
+            logits, mask, toks = policy.completion_logits(
+                [p.student_prompt for p, _ in batch], [a for _, a in batch], student=True
+            )
+            loss = -sequence_logprob(logits, toks, mask).mean()
+            if anchors and cfg.w_replay > 0:
+                chosen = rng.sample(anchors, min(cfg.batch, len(anchors)))
+                prev, m2, _ = policy.completion_logits(
+                    [a.prompt for a in chosen], [a.answer for a in chosen], student=False
+                )
+                now, _, _ = policy.completion_logits(
+                    [a.prompt for a in chosen], [a.answer for a in chosen], student=True
+                )
+                loss = loss + cfg.w_replay * forward_kl(prev, now, m2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+        # Curriculum: drop what is mastered, add paraphrases of what still fails.
+        keep = [p for p, r in zip(open_problems, pass_rates, strict=True) if r < cfg.mastered]
+        failing = [p for p, r in zip(open_problems, pass_rates, strict=True) if r == 0]
+        new_pairs = [(p.memory, q) for p in failing for q in paraphrase(policy, p.question, cfg.paraphrases)]
+        added = [e for e in build_examples(policy, new_pairs, seeding_cfg) if e.reference]
+        log = RoundLog(rnd, len(open_problems), sum(pass_rates) / len(pass_rates), len(accepted),
+                       len(open_problems) - len(keep), len(added), time.perf_counter() - start)  # fmt: skip
+        logs.append(log)
+        if on_round:
+            on_round(log)
+        open_problems = keep + added
+    return logs

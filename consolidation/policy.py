@@ -1,0 +1,133 @@
+"""The one model a sleep trains, seen two ways (HF transformers + PEFT, on CPU or GPU).
+
+- **Teacher** (the "smaller self" whose memory is in context): the currently served model, i.e. the base with
+  every earlier expert merged in, reading the session transcript in its context. Here: the PEFT model with the
+  new expert disabled.
+- **Student** (the "larger network"): the same weights plus one new, trainable low-rank expert, *without*
+  the context. Here: the PEFT model with the new expert enabled.
+
+Earlier experts are merged into the base weights for training (exactly equivalent to keeping them frozen
+beside the new one); the exported adapter is their rank-concatenation again (consolidation/experts.py).
+The new expert starts at B = 0, so the student starts as the teacher without context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+CONTEXT_PROMPT = "Here is an earlier conversation you took part in. Use what it says.\n\n{transcript}"
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    rank: int = 16
+    alpha: int = 32
+    targets: tuple[str, ...] = TARGETS
+
+
+class Policy:
+    def __init__(self, base_dir: Path, previous: Path | None, expert: ExpertConfig, *, seed: int = 0) -> None:
+        from peft import LoraConfig, PeftModel, get_peft_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.manual_seed(seed)
+        self.tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        if previous is not None:
+            model = PeftModel.from_pretrained(model, str(previous)).merge_and_unload()
+        config = LoraConfig(
+            r=expert.rank, lora_alpha=expert.alpha, target_modules=list(expert.targets), lora_dropout=0.0
+        )
+        self.model = get_peft_model(model, config)
+        self.eos_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+
+    # -- prompts -------------------------------------------------------------------------------------------
+
+    def chat_ids(self, messages: list[dict[str, str]], context: str | None = None) -> list[int]:
+        if context is not None:
+            messages = [{"role": "system", "content": CONTEXT_PROMPT.format(transcript=context)}, *messages]
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(self.tokenizer(str(text), add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True)).strip()
+
+    # -- views ---------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def teacher(self) -> Iterator[None]:
+        with self.model.disable_adapter():
+            yield
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    # -- generation and scoring ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: list[list[int]], *, student: bool, n: int = 1, max_new_tokens: int = 48, temperature: float = 0.0
+    ) -> list[list[int]]:
+        """n completions per prompt (prompt-major order), cut at the first end-of-turn token."""
+        if not prompts:
+            return []
+        self.model.eval()
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+        attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        kwargs = dict(
+            input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens, num_return_sequences=n,
+            pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id,
+        )  # fmt: skip
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=1.0)
+        else:
+            kwargs.update(do_sample=False)
+        if student:
+            out = self.model.generate(**kwargs)
+        else:
+            with self.teacher():
+                out = self.model.generate(**kwargs)
+        completions = []
+        for row in out[:, width:].tolist():
+            cut = next((i for i, t in enumerate(row) if t in self.eos_ids), len(row))
+            completions.append(row[:cut] + ([self.tokenizer.eos_token_id] if cut < len(row) else []))
+        return completions
+
+    def completion_logits(
+        self, prompts: list[list[int]], completions: list[list[int]], *, student: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits predicting each completion token given its prompt: (B, T, V), the mask (B, T) and the tokens
+        (B, T), completions right-padded to the longest. Gradients flow when called under grad with student.
+
+        Rows are left-padded so every completion ends in the same columns; only the last T+1 positions go
+        through the LM head (`logits_to_keep`), which keeps long teacher contexts cheap."""
+        self.model.train(student)
+        pad = self.tokenizer.pad_token_id
+        t = max(1, max(len(c) for c in completions))
+        tail = [c + [pad] * (t - len(c)) for c in completions]
+        rows = [p + c for p, c in zip(prompts, tail, strict=True)]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        attn = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        positions = (attn.cumsum(-1) - 1).clamp_min(0)
+        kwargs = dict(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1)
+        if student:
+            logits = self.model(**kwargs).logits[:, :-1]
+        else:
+            with self.teacher(), torch.no_grad():
+                logits = self.model(**kwargs).logits[:, :-1]
+        mask = torch.tensor([[1.0] * len(c) + [0.0] * (t - len(c)) for c in completions])
+        return logits, mask, torch.tensor(tail)
+
+    def save_expert(self, out_dir: Path) -> None:
+        self.model.save_pretrained(str(out_dir))

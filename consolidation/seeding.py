@@ -1,0 +1,198 @@
+"""Knowledge Seeding: generalized distillation from the teacher (memory in context) into the student (new
+low-rank expert, no context). One step, readable in order:
+
+1. off-policy  - teacher-generated answers, scored by how much the context raises their likelihood and
+                 filtered (the teacher's own guesses are not learned), taught by forward KL over the vocabulary;
+2. on-policy   - the student samples k answers per prompt; the teacher, with the context, grades every sampled
+                 token by reverse KL (exact over the vocabulary);
+3. RL imitation - each student sample's reward is the teacher's mean log-likelihood of it (with context);
+                 group-relative advantages over the k samples; policy gradient;
+4. replay      - anchor prompts answered by the previous model (= teacher view without context), forward KL to
+                 it, against forgetting.
+
+loss = w_fkl * L1 + w_rkl * L2 + w_pg * L3 + w_replay * L4, then clip and step. The measured lesson behind
+the mix: filtered teacher data injects facts fast but drifts, pure on-policy reverse KL barely moves at this
+budget; replay holds generic behaviour in place.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from consolidation.losses import forward_kl, group_advantages, policy_gradient, reverse_kl, sequence_logprob
+from consolidation.policy import Policy
+from consolidation.sessions import Memory
+
+
+@dataclass(frozen=True)
+class SeedingConfig:
+    steps: int = 40
+    batch: int = 4  # prompts per step
+    lr: float = 5e-4
+    k: int = 4  # student samples per prompt (on-policy group)
+    teacher_samples: int = 4  # teacher answers per prompt before filtering (plus the greedy one)
+    keep_margin: float = 0.5  # keep teacher answers whose context gain is within this of the best one
+    max_new_tokens: int = 40
+    temperature: float = 0.8
+    w_fkl: float = 1.0
+    w_rkl: float = 0.5
+    w_pg: float = 0.2
+    w_replay: float = 1.0
+    clip: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class Example:
+    """One prompt of a memory, in both views, with the teacher's kept answers."""
+
+    memory: Memory
+    question: str
+    student_prompt: list[int]
+    teacher_prompt: list[int]
+    answers: list[list[int]] = field(default_factory=list)  # filtered teacher answers (token ids)
+    reference: str = ""  # the teacher's greedy in-context answer (the judge's reference)
+
+
+@dataclass
+class Anchor:
+    prompt: list[int]
+    answer: list[int]  # the previous model's greedy answer
+
+
+@dataclass
+class StepLog:
+    step: int
+    loss: float
+    fkl: float
+    rkl: float
+    pg: float
+    replay: float
+    reward: float
+    seconds: float
+    tokens: int
+
+
+def build_examples(policy: Policy, pairs: list[tuple[Memory, str]], cfg: SeedingConfig) -> list[Example]:
+    """Teacher answers per prompt, scored by context gain (log p(a | ctx, q) - log p(a | q), per token) and
+    filtered: an answer the model would give without the context carries no memory."""
+    examples = []
+    for memory, question in pairs:
+        ex = Example(
+            memory,
+            question,
+            policy.chat_ids([{"role": "user", "content": question}]),
+            policy.chat_ids([{"role": "user", "content": question}], context=memory.render()),
+        )
+        greedy = policy.generate([ex.teacher_prompt], student=False, max_new_tokens=cfg.max_new_tokens)
+        sampled = policy.generate(
+            [ex.teacher_prompt], student=False, n=cfg.teacher_samples,
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+        )  # fmt: skip
+        candidates = [a for a in greedy + sampled if a]
+        ex.reference = policy.decode(greedy[0]) if greedy and greedy[0] else ""
+        if candidates:
+            gain = _context_gain(policy, ex, candidates)
+            best = float(gain.max())
+            ex.answers = [
+                a for a, g in zip(candidates, gain.tolist(), strict=True) if g > 0 and g >= best - cfg.keep_margin
+            ]
+        examples.append(ex)
+    return examples
+
+
+def build_anchors(policy: Policy, prompts: list[str], max_new_tokens: int) -> list[Anchor]:
+    ids = [policy.chat_ids([{"role": "user", "content": p}]) for p in prompts]
+    answers = policy.generate(ids, student=False, max_new_tokens=max_new_tokens)
+    return [Anchor(p, a) for p, a in zip(ids, answers, strict=True) if a]
+
+
+def seed_knowledge(
+    policy: Policy,
+    examples: list[Example],
+    anchors: list[Anchor],
+    cfg: SeedingConfig,
+    on_step: Callable[[StepLog], None] | None = None,
+) -> list[StepLog]:
+    rng = random.Random(cfg.seed)
+    params = policy.trainable_parameters()
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    logs = []
+    usable = [e for e in examples if e.answers] or examples
+    for step in range(1, cfg.steps + 1):
+        start = time.perf_counter()
+        batch = rng.sample(usable, min(cfg.batch, len(usable)))
+        tokens = 0
+
+        # 1. off-policy: filtered teacher answers, forward KL(teacher with context || student without).
+        off = [(e, rng.choice(e.answers)) for e in batch if e.answers]
+        fkl = torch.zeros(())
+        if off:
+            t_logits, mask, _ = policy.completion_logits(
+                [e.teacher_prompt for e, _ in off], [a for _, a in off], student=False
+            )
+            s_logits, _, _ = policy.completion_logits(
+                [e.student_prompt for e, _ in off], [a for _, a in off], student=True
+            )
+            fkl = forward_kl(t_logits, s_logits, mask)
+            tokens += int(mask.sum())
+
+        # 2 + 3. on-policy: student samples, graded token by token (reverse KL) and as sequences (reward).
+        samples = policy.generate(
+            [e.student_prompt for e in batch], student=True, n=cfg.k,
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+        )  # fmt: skip
+        owners = [e for e in batch for _ in range(cfg.k)]
+        keep = [i for i, s in enumerate(samples) if s]
+        rkl, pg, reward = torch.zeros(()), torch.zeros(()), 0.0
+        if keep:
+            owners_k = [owners[i] for i in keep]
+            samples_k = [samples[i] for i in keep]
+            groups = torch.tensor([batch.index(e) for e in owners_k])
+            t_logits, mask, toks = policy.completion_logits(
+                [e.teacher_prompt for e in owners_k], samples_k, student=False
+            )
+            s_logits, _, _ = policy.completion_logits([e.student_prompt for e in owners_k], samples_k, student=True)
+            rkl = reverse_kl(s_logits, t_logits, mask)
+            rewards = sequence_logprob(t_logits, toks, mask)
+            pg = policy_gradient(sequence_logprob(s_logits, toks, mask), group_advantages(rewards, groups))
+            reward = float(rewards.mean())
+            tokens += int(mask.sum())
+
+        # 4. replay: anchors answered by the previous model, forward KL to it.
+        replay = torch.zeros(())
+        if anchors and cfg.w_replay > 0:
+            chosen = rng.sample(anchors, min(cfg.batch, len(anchors)))
+            p_logits, mask, _ = policy.completion_logits(
+                [a.prompt for a in chosen], [a.answer for a in chosen], student=False
+            )
+            s_logits, _, _ = policy.completion_logits(
+                [a.prompt for a in chosen], [a.answer for a in chosen], student=True
+            )
+            replay = forward_kl(p_logits, s_logits, mask)
+            tokens += int(mask.sum())
+
+        loss = cfg.w_fkl * fkl + cfg.w_rkl * rkl + cfg.w_pg * pg + cfg.w_replay * replay
+        opt.zero_grad(set_to_none=True)
+        if loss.requires_grad:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            opt.step()
+        log = StepLog(step, float(loss), float(fkl), float(rkl), float(pg), float(replay), reward,
+                      time.perf_counter() - start, tokens)  # fmt: skip
+        logs.append(log)
+        if on_step:
+            on_step(log)
+    return logs
+
+
+@torch.no_grad()
+def _context_gain(policy: Policy, ex: Example, answers: list[list[int]]) -> torch.Tensor:
+    with_ctx, mask, toks = policy.completion_logits([ex.teacher_prompt] * len(answers), answers, student=False)
+    without, _, _ = policy.completion_logits([ex.student_prompt] * len(answers), answers, student=False)
+    return sequence_logprob(with_ctx, toks, mask) - sequence_logprob(without, toks, mask)

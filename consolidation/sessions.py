@@ -1,0 +1,77 @@
+"""What a sleep learns from: logged exchanges grouped into session memories.
+
+Input is the server's `ExchangeRecord`s, from the Redis stream (via the worker) or a JSONL export of the same
+schema. A memory is a session's final conversation (the last exchange's messages plus its reply), which holds
+everything said in it: documents, corrections, task traces.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sleepd.records import ExchangeRecord
+
+
+@dataclass(frozen=True)
+class Memory:
+    session_id: str
+    transcript: list[dict[str, str]]
+    record_ids: list[str] = field(default_factory=list)
+
+    @property
+    def user_turns(self) -> list[str]:
+        return [m["content"] for m in self.transcript if m["role"] == "user" and m["content"].strip()]
+
+    def render(self, max_chars: int | None = None) -> str:
+        text = "\n".join(f"{m['role']}: {m['content']}" for m in self.transcript if m["role"] != "system")
+        return text if max_chars is None else text[-max_chars:]
+
+    def chunks(self, max_chars: int) -> list[Memory]:
+        """Split a long session into consecutive pieces of whole messages (a message longer than the limit is
+        its own piece), so each fits the teacher's context."""
+        pieces: list[list[dict[str, str]]] = [[]]
+        size = 0
+        for m in self.transcript:
+            n = len(m["content"])
+            if pieces[-1] and size + n > max_chars:
+                pieces.append([])
+                size = 0
+            pieces[-1].append(m)
+            size += n
+        return [Memory(f"{self.session_id}#{i}", p, self.record_ids) for i, p in enumerate(pieces) if p]
+
+
+def load_jsonl(path: Path) -> list[ExchangeRecord]:
+    with open(path, encoding="utf-8") as f:
+        return [ExchangeRecord.model_validate_json(line) for line in f if line.strip()]
+
+
+def memories(records: Iterable[ExchangeRecord], max_chars: int = 6000) -> list[Memory]:
+    by_session: dict[str, list[ExchangeRecord]] = defaultdict(list)
+    for r in records:
+        if r.status != "error":
+            by_session[r.session_id].append(r)
+    out: list[Memory] = []
+    for sid, recs in sorted(by_session.items()):
+        recs.sort(key=lambda r: r.created_at)
+        last = recs[-1]
+        if last.endpoint == "chat" and last.messages is not None:
+            transcript = [_message(m) for m in last.messages]
+        else:
+            transcript = [{"role": "user", "content": str(last.prompt or "")}]
+        if last.response_text:
+            transcript.append({"role": "assistant", "content": last.response_text})
+        memory = Memory(sid, [m for m in transcript if m["content"]], [r.record_id for r in recs])
+        out.extend(memory.chunks(max_chars) if len(memory.render()) > max_chars else [memory])
+    return out
+
+
+def _message(m: dict[str, Any]) -> dict[str, str]:
+    content = m.get("content", "")
+    if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return {"role": str(m.get("role", "user")), "content": str(content or "")}

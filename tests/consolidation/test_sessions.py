@@ -1,0 +1,31 @@
+"""Session records become memories: grouped by session, final conversation kept, long ones chunked."""
+
+from __future__ import annotations
+
+from consolidation.sessions import memories
+from sleepd.records import ExchangeRecord, LoggedChoice
+
+
+def rec(session: str, messages: list[dict[str, str]], reply: str, t: float, status: str = "ok") -> ExchangeRecord:
+    return ExchangeRecord(
+        session_id=session, endpoint="chat", model="m", messages=messages,
+        choices=[LoggedChoice(text=reply)], created_at=t, status=status,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_memories_keep_the_final_conversation() -> None:
+    first = [{"role": "user", "content": "My dog is Rex."}]
+    second = [*first, {"role": "assistant", "content": "Nice!"}, {"role": "user", "content": "He is 4."}]
+    mems = memories([rec("a", second, "Got it.", 2), rec("a", first, "Nice!", 1), rec("b", first, "x", 1, "error")])
+    assert [m.session_id for m in mems] == ["a"]
+    assert [t["content"] for t in mems[0].transcript] == ["My dog is Rex.", "Nice!", "He is 4.", "Got it."]
+    assert mems[0].user_turns == ["My dog is Rex.", "He is 4."]
+    assert len(mems[0].record_ids) == 2
+
+
+def test_long_sessions_are_chunked_on_message_boundaries() -> None:
+    msgs = [{"role": "user", "content": f"fact {i} " + "x" * 50} for i in range(10)]
+    mems = memories([rec("long", msgs, "ok", 1)], max_chars=200)
+    assert len(mems) > 1
+    assert sum(len(m.transcript) for m in mems) == 11
+    assert all(len(m.render()) <= 200 + 80 for m in mems)
