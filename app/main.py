@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis as sync_redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from redis.backoff import ExponentialBackoff
@@ -15,7 +16,7 @@ from redis.retry import Retry
 from app.engine import EngineRunner
 from app.errors import install_error_handlers
 from app.middleware import SleepdMiddleware
-from app.routes import adapters, admin, health, openai
+from app.routes import adapters, admin, health, openai, sleep
 from app.session_log import SessionLogWriter
 from app.spool import Spool
 from sleepd.active_adapter import ActiveAdapter
@@ -42,6 +43,8 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = redis_client(settings.redis_url)
+        # The sleep admin routes use the worker's (sync) Redis helpers, off the event loop in threads.
+        app.state.sync_redis = sync_redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
         store = SessionStore(redis, dedupe_ttl_s=settings.session_dedupe_ttl_s)
         writer = SessionLogWriter(
             store,
@@ -67,12 +70,14 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
             await runner.stop()
             await writer.close()
             await redis.aclose()
+            app.state.sync_redis.close()
 
     app = FastAPI(title="sleepd", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.include_router(openai.router)
     app.include_router(admin.router)
     app.include_router(adapters.router)
+    app.include_router(sleep.router)
     app.include_router(health.router)
     install_error_handlers(app)
     app.add_middleware(SleepdMiddleware, max_request_bytes=settings.max_request_bytes)

@@ -129,5 +129,13 @@ class Policy:
         mask = torch.tensor([[1.0] * len(c) + [0.0] * (t - len(c)) for c in completions])
         return logits, mask, torch.tensor(tail)
 
+    def reset_expert(self, seed: int = 0) -> None:
+        """Start the new expert over (B = 0 again): benchmarks compare methods from the same starting point."""
+        torch.manual_seed(seed)
+        for module in self.model.modules():
+            reset = getattr(module, "reset_lora_parameters", None)
+            if callable(reset):
+                reset("default", True)
+
     def save_expert(self, out_dir: Path) -> None:
         self.model.save_pretrained(str(out_dir))

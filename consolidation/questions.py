@@ -38,7 +38,9 @@ def question_prompt(policy: Policy, memory: Memory) -> list[int]:
     return policy.chat_ids(messages)
 
 
-def generate_questions(policy: Policy, memory: Memory, n: int, temperature: float = 0.9) -> list[str]:
+def generate_questions(
+    policy: Policy, memory: Memory, n: int, temperature: float = 0.9, max_new_tokens: int = 40
+) -> list[str]:
     """Up to n distinct, well-formed questions about the memory (teacher view)."""
     samples = policy.generate(
         [question_prompt(policy, memory)], student=False, n=max(n * 2, 4), temperature=temperature

@@ -183,7 +183,7 @@ def seed_knowledge(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.clip)
             opt.step()
-        log = StepLog(step, float(loss), float(fkl), float(rkl), float(pg), float(replay), reward,
+        log = StepLog(step, loss.item(), fkl.item(), rkl.item(), pg.item(), replay.item(), reward,
                       time.perf_counter() - start, tokens)  # fmt: skip
         logs.append(log)
         if on_step:

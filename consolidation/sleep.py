@@ -109,7 +109,7 @@ def run_sleep(
     heldout_pairs: list[tuple[Memory, str]] = []
     for i, m in enumerate(mems):
         report("questions", i / len(mems))
-        questions = generate_questions(policy, m, cfg.questions_per_memory)
+        questions = generate_questions(policy, m, cfg.questions_per_memory, max_new_tokens=cfg.seeding.max_new_tokens)
         rng.shuffle(questions)
         n_held = round(len(questions) * cfg.heldout_fraction)
         heldout_pairs += [(m, q) for q in questions[:n_held]]
@@ -178,4 +178,3 @@ def run_sleep(
         published, gate, active, len({m.session_id.split("#")[0] for m in mems}), len(mems), len(examples),
         timings, tokens, last, [asdict(r) for r in rounds], compaction_error,
     )  # fmt: skip
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -55,8 +56,59 @@ def serve(
 
 
 @app.command()
+def worker() -> None:
+    """Run the sleep worker (Celery, solo pool: one cycle at a time, in this process, GPU-safe)."""
+    from worker.celery_app import QUEUE, celery_app
+
+    celery_app.worker_main(["worker", "--pool", "solo", "--queues", QUEUE, "--loglevel", "INFO",
+                            "--hostname", f"sleepd-worker-{os.getpid()}@%h"])  # fmt: skip
+
+
+@app.command()
+def scheduler() -> None:
+    """Run the sleep scheduler (Celery beat): checks the low-traffic window every SLEEP_CHECK_INTERVAL_S."""
+    from worker.celery_app import celery_app
+
+    settings = _settings()
+    (settings.data_dir / "beat").mkdir(parents=True, exist_ok=True)
+    celery_app.start(["beat", "--loglevel", "INFO", "--schedule", str(settings.data_dir / "beat" / "schedule")])
+
+
+@app.command("sleep")
+def sleep_cmd(
+    wait: Annotated[bool, typer.Option(help="Follow the cycle with a progress bar until it ends.")] = False,
+    force: Annotated[bool, typer.Option(help="Start even outside a low-traffic window.")] = False,
+    steps: Annotated[int | None, typer.Option(help="Knowledge Seeding steps.")] = None,
+    dream_rounds: Annotated[int | None, typer.Option(help="Dreaming rounds.")] = None,
+) -> None:
+    """Trigger a sleep cycle through the admin API (and watch it with --wait)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    body = {"force": force, "steps": steps, "dream_rounds": dream_rounds}
+    job = _admin("POST", "/admin/sleep", json={k: v for k, v in body.items() if v is not None})
+    job_id = job["job_id"]
+    console.print(f"sleep cycle [bold]{job_id}[/] queued")
+    if not wait:
+        return
+    with Progress(TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as bar:  # fmt: skip
+        task = bar.add_task("queued", total=1.0, info="")
+        while True:
+            state = _admin("GET", f"/admin/sleep/{job_id}")
+            bar.update(task, description=str(state.get("phase")), completed=float(state.get("progress") or 0),
+                       info=str(state.get("info", ""))[:60])  # fmt: skip
+            if state["state"] in ("published", "rejected", "skipped", "failed"):
+                break
+            time.sleep(1)
+    color = {"published": "green", "rejected": "yellow", "skipped": "yellow"}.get(state["state"], "red")
+    console.print(f"[{color}]{state['state']}[/]: " + json.dumps(state.get("metrics") or state.get("error") or {}))
+    if state["state"] == "failed":
+        raise typer.Exit(1)
+
+
+@app.command()
 def up() -> None:
-    """Run the whole system: a local Redis if none answers, then the API server (until Ctrl-C)."""
+    """Run the whole system: a local Redis if none answers, the API server, the sleep worker and scheduler."""
     from sleepd.local_redis import redis_answers, start_redis
 
     settings = _settings()
@@ -70,7 +122,9 @@ def up() -> None:
     else:
         console.print(f"[yellow]redis[/] not answering at {settings.redis_url}: starting a local one (AOF on)")
         children.append(("redis", start_redis(settings.redis_url, settings.redis_dir)))
-    children.append(("api", subprocess.Popen([sys.executable, "-m", "sleepd.cli", "serve"], env=env)))
+    for name in ("api", "worker", "scheduler"):
+        cmd = "serve" if name == "api" else name
+        children.append((name, subprocess.Popen([sys.executable, "-m", "sleepd.cli", cmd], env=env)))
     console.print(
         f"[green]sleepd[/] API on http://{settings.host}:{settings.port}/v1 (model '{settings.served_model_name}'); "
         f"admin token in {settings.data_dir / 'admin_token'}"

@@ -44,6 +44,25 @@ class Settings(BaseSettings):
     gate_min_recall_gain: float = 0.0
     gate_max_anchor_kl: float = 0.1
 
+    # Sleep operations (worker/): when to sleep, how long jobs may run.
+    sleep_traffic_threshold: int = Field(5, description="Exchanges per minute at or under which traffic is 'low'.")
+    sleep_quiet_minutes: int = Field(10, description="Traffic must have stayed low this many whole minutes.")
+    sleep_windows: str = Field("", description="UTC windows when sleep may start, e.g. '01:00-05:00,13:00-14:00'.")
+    sleep_min_pending_tokens: int = Field(200, description="Session tokens waiting before a scheduled sleep.")
+    sleep_check_interval_s: float = 60.0
+    sleep_max_rejections: int = Field(3, description="Gate rejections before pending sessions are set aside.")
+    sleep_steps: int = 40
+    sleep_dream_rounds: int = 2
+    sleep_rank: int = 16
+    sleep_questions_per_memory: int = 6
+    sleep_max_new_tokens: int = Field(40, description="Length of sampled answers and questions during a sleep.")
+    sleep_soft_time_limit_s: int = 3 * 3600
+    sleep_lock_ttl_s: int = 60
+    sleep_preempt_retry_s: int = 300
+    sleep_visibility_timeout_s: int = Field(4 * 3600, description="Broker redelivery delay; above the longest job.")
+    gpu_max_utilization: int = 10
+    gpu_min_free_gib: float = 4.0
+
     # Wire limits.
     max_request_bytes: int = 8 * 1024 * 1024
 

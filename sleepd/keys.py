@@ -24,3 +24,22 @@ def record_dedupe(record_id: str) -> str:
 ADAPTER_ACTIVE = f"{PREFIX}:adapters:active"
 ADAPTER_HISTORY = f"{PREFIX}:adapters:history"  # list of JSON {version, previous, reason, at}, newest first
 ADAPTER_EVENTS = f"{PREFIX}:adapters:events"  # pub/sub channel; message = the same JSON
+
+# Sleep operations (worker/).
+SLEEP_ACTIVE = f"{PREFIX}:sleep:active"  # job id of the cycle queued or running (SET NX: one at a time), TTL
+SLEEP_LOCK = f"{PREFIX}:sleep:lock"  # the worker's lock while it trains: value = job id, TTL refreshed by heartbeat
+SLEEP_FENCE = f"{PREFIX}:sleep:fence"  # INCR: fencing token, bumped by every lock acquisition
+SLEEP_JOBS = f"{PREFIX}:sleep:jobs"  # list of job ids, newest first
+SLEEP_WATERMARK = f"{PREFIX}:sleep:watermark"  # last session stream id a published adapter includes
+SLEEP_REJECTIONS = f"{PREFIX}:sleep:rejections"  # gate rejections since the watermark last moved
+TRAFFIC_TTL_S = 3 * 3600
+
+
+def sleep_job(job_id: str) -> str:
+    """Hash: state, phase, progress, metrics (JSON), error, timestamps. Kept 30 days."""
+    return f"{PREFIX}:sleep:job:{job_id}"
+
+
+def traffic(minute: int) -> str:
+    """Exchanges logged in one minute (unix time // 60); the scheduler's low-traffic signal. TTL: TRAFFIC_TTL_S."""
+    return f"{PREFIX}:traffic:{minute}"

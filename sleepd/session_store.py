@@ -8,6 +8,7 @@ replay after an unclear failure) stores it once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,7 +51,11 @@ class SessionStore:
                 args=[self.dedupe_ttl_s, rec.created_at, rec.session_id, rec.record_id, rec.model_dump_json()],
                 client=pipe,
             )
-        results = await pipe.execute()
+        # Traffic per minute for the sleep scheduler, counted here so the request path does no extra Redis work.
+        minute = int(time.time() // 60)
+        pipe.incrby(keys.traffic(minute), len(records))
+        pipe.expire(keys.traffic(minute), keys.TRAFFIC_TTL_S)
+        results = (await pipe.execute())[: len(records)]
         return [_as_str(r) if r else None for r in results]
 
     async def recent(self, limit: int = 50) -> list[tuple[str, ExchangeRecord]]:

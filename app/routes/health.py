@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from redis.exceptions import RedisError
 
 from app.errors import error_body
 
@@ -28,5 +31,11 @@ async def ready(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(request: Request) -> Response:
+    from app import sleep_metrics
+
+    try:
+        await asyncio.to_thread(sleep_metrics.refresh, request.app.state.sync_redis, request.app.state.settings)
+    except RedisError:
+        pass  # Redis away: serve the rest (sleepd_redis_up says so)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

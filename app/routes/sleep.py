@@ -1,0 +1,73 @@
+"""Admin API for sleep cycles: trigger one, watch it, list past ones. The worker does the work (Celery)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import redis
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from app.deps import AdminAuth, SettingsDep
+from app.errors import Conflict, NotFound
+from sleepd import keys
+
+router = APIRouter(prefix="/admin/sleep", dependencies=[AdminAuth])
+
+
+class SleepRequest(BaseModel):
+    force: bool = Field(False, description="Start now even outside a low-traffic window or on a busy GPU.")
+    steps: int | None = Field(None, ge=1, le=10_000, description="Knowledge Seeding steps (default: setting).")
+    dream_rounds: int | None = Field(None, ge=0, le=100)
+    rank: int | None = Field(None, ge=1, le=256)
+
+
+def _client(request: Request) -> redis.Redis:
+    return request.app.state.sync_redis  # type: ignore[no-any-return]
+
+
+@router.post("")
+async def trigger(body: SleepRequest, request: Request, settings: SettingsDep) -> dict[str, Any]:
+    from worker.tasks import enqueue
+    from worker.window import decide
+
+    client = _client(request)
+    if not body.force:
+        decision = await asyncio.to_thread(decide, client, settings)
+        if not decision.sleep:
+            raise Conflict("not a good time to sleep (send force=true to override): " + "; ".join(decision.reasons))
+    options = {k: v for k, v in body.model_dump().items() if v is not None} | {"trigger": "admin"}
+    job_id = await asyncio.to_thread(enqueue, client, options, settings)
+    if job_id is None:
+        active: Any = await asyncio.to_thread(client.get, keys.SLEEP_ACTIVE)
+        raise Conflict(f"a sleep cycle is already queued or running: {active.decode() if active else '?'}")
+    return {"job_id": job_id, "state": "queued"}
+
+
+@router.get("/{job_id}")
+async def status(job_id: str, request: Request) -> dict[str, Any]:
+    from worker.jobs import JobStore
+
+    job = await asyncio.to_thread(JobStore(_client(request)).get, job_id)
+    if job is None:
+        raise NotFound(f"no sleep job {job_id!r}", param="job_id")
+    return _with_eta(job)
+
+
+@router.get("")
+async def history(request: Request, limit: int = 50) -> dict[str, Any]:
+    from worker.jobs import JobStore
+
+    jobs = await asyncio.to_thread(JobStore(_client(request)).recent, min(max(limit, 1), 500))
+    return {"object": "list", "data": [_with_eta(j) for j in jobs]}
+
+
+def _with_eta(job: dict[str, Any]) -> dict[str, Any]:
+    """Linear ETA from progress so far (rough: phases differ in speed)."""
+    progress, started = float(job.get("progress") or 0), job.get("started_at")
+    if job.get("state") == "running" and started and 0.02 < progress < 1:
+        elapsed = time.time() - float(started)
+        job["eta_s"] = round(elapsed * (1 - progress) / progress, 1)
+    return job

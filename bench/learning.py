@@ -1,0 +1,170 @@
+"""Does a sleep make the model recall, closed-book, what it was told in sessions, without forgetting?
+
+Runs on the default model (SmolLM2-135M-Instruct) with the fact suite of bench/facts.py: 8 fictional facts in
+sessions, 16 held-out paraphrased probes (never trained on), recall = the answer holds the fact's keyword.
+Every trained method starts from the same weights with the same budget (steps of `--batch` prompts) and the
+same prepared prompts (user turns + self-generated questions, teacher answers, anchors):
+
+- base, closed-book / in context (the bar to match)
+- SFT on raw transcripts (naive baseline 1)
+- SFT on the teacher's greedy answers, unfiltered (naive baseline 2)
+- Knowledge Seeding, and its ablations: filtered teacher data only (forward KL), on-policy only (reverse KL + PG)
+- Knowledge Seeding + Dreaming
+
+Drift: mean per-token KL(base || trained) on the anchor prompts' base answers, and the share of anchor answers
+unchanged under greedy decoding.
+
+    .venv/bin/python -m bench.learning --steps 30 --out bench/results/learning.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from bench.facts import FACTS
+from consolidation.anchors import ANCHOR_PROMPTS
+from consolidation.dreaming import DreamingConfig, dream
+from consolidation.gate import anchor_drift
+from consolidation.losses import sequence_logprob
+from consolidation.policy import ExpertConfig, Policy
+from consolidation.questions import generate_questions
+from consolidation.seeding import SeedingConfig, build_anchors, build_examples, seed_knowledge
+from consolidation.sessions import Memory
+from sleepd.models import resolve_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def keyword_recall(policy: Policy, prompts: list[list[int]], keywords: list[tuple[str, ...]], *, student: bool,
+                   max_new_tokens: int) -> tuple[int, list[str]]:  # fmt: skip
+    answers = [policy.decode(a) for a in policy.generate(prompts, student=student, max_new_tokens=max_new_tokens)]
+    hits = sum(any(k in a.lower() for k in kws) for a, kws in zip(answers, keywords, strict=True))
+    return hits, answers
+
+
+def sft(policy: Policy, pairs: list[tuple[list[int], list[int]]], steps: int, batch: int, lr: float, seed: int) -> None:
+    """Plain cross-entropy fine-tuning of the new expert on (prompt, completion) pairs."""
+    rng = random.Random(seed)
+    params = policy.trainable_parameters()
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    for _ in range(steps):
+        chosen = rng.sample(pairs, min(batch, len(pairs)))
+        logits, mask, toks = policy.completion_logits([p for p, _ in chosen], [c for _, c in chosen], student=True)
+        loss = -sequence_logprob(logits, toks, mask).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--questions", type=int, default=4, help="self-generated training questions per session")
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--methods", default="sft_transcript,sft_teacher,fkl_only,onpolicy_only,seeding,seeding_dreaming")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "learning.json")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    t_start = time.perf_counter()
+    base = Path(resolve_model(args.model, ROOT / "data" / "models"))
+    policy = Policy(base, None, ExpertConfig(rank=args.rank))
+    mems = [Memory(f"fact{i}", list(f.session)) for i, f in enumerate(FACTS)]
+    seed_cfg = SeedingConfig(steps=args.steps, batch=args.batch, k=4, max_new_tokens=args.max_new_tokens)
+
+    # Shared preparation, all by the base model (= every method's teacher).
+    t0 = time.perf_counter()
+    pairs = []
+    for m in mems:
+        pairs += [(m, q) for q in generate_questions(policy, m, args.questions)] + [(m, t) for t in m.user_turns]
+    examples = build_examples(policy, pairs, seed_cfg)
+    anchors = build_anchors(policy, list(ANCHOR_PROMPTS), args.max_new_tokens)
+    prep_s = time.perf_counter() - t0
+    probe_q = [(i, q) for i, f in enumerate(FACTS) for q in f.probes]
+    closed = [policy.chat_ids([{"role": "user", "content": q}]) for _, q in probe_q]
+    opened = [policy.chat_ids([{"role": "user", "content": q}], context=mems[i].render()) for i, q in probe_q]
+    keys = [FACTS[i].keywords for i, _ in probe_q]
+    session_tokens = sum(len(policy.tokenizer(m.render())["input_ids"]) for m in mems)
+
+    rows: list[dict[str, object]] = []
+
+    def record(name: str, train_s: float, *, student: bool = True, ids: list[list[int]] = closed) -> None:
+        hits, answers = keyword_recall(policy, ids, keys, student=student, max_new_tokens=args.max_new_tokens)
+        kl, unchanged = anchor_drift(policy, anchors, args.max_new_tokens) if student else (0.0, 1.0)
+        row = {"method": name, "recall": hits, "probes": len(ids), "anchor_kl": round(kl, 4),
+               "anchors_unchanged": round(unchanged, 3), "train_s": round(train_s, 1),
+               "s_per_1k_session_tokens": round(1000 * train_s / session_tokens, 1), "answers": answers}  # fmt: skip
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "answers"}), flush=True)
+
+    record("base, closed-book", 0.0, student=False)
+    record("in context (the bar)", 0.0, student=False, ids=opened)
+
+    def teacher_pairs() -> list[tuple[list[int], list[int]]]:
+        eos = policy.tokenizer.eos_token_id
+        return [(e.student_prompt, policy.tokenizer(e.reference)["input_ids"] + [eos]) for e in examples if e.reference]
+
+    def transcript_pairs() -> list[tuple[list[int], list[int]]]:
+        out = []
+        for m in mems:
+            ids = policy.tokenizer.apply_chat_template(m.transcript, tokenize=False)
+            toks = policy.tokenizer(str(ids), add_special_tokens=False)["input_ids"]
+            out.append((toks[:1], toks[1:]))
+        return out
+
+    methods: dict[str, Callable[[], object]] = {
+        "sft_transcript": lambda: sft(policy, transcript_pairs(), args.steps, args.batch, 5e-4, 0),
+        "sft_teacher": lambda: sft(policy, teacher_pairs(), args.steps, args.batch, 5e-4, 0),
+        "fkl_only": lambda: seed_knowledge(
+            policy, examples, anchors, dataclasses.replace(seed_cfg, w_rkl=0, w_pg=0, w_replay=0)
+        ),
+        "onpolicy_only": lambda: seed_knowledge(
+            policy, examples, anchors, dataclasses.replace(seed_cfg, w_fkl=0, w_replay=0)
+        ),
+        "seeding": lambda: seed_knowledge(policy, examples, anchors, seed_cfg),
+        "seeding_dreaming": lambda: (
+            seed_knowledge(policy, examples, anchors, seed_cfg),
+            dream(
+                policy,
+                examples,
+                anchors,
+                DreamingConfig(rounds=2, steps_per_round=args.steps // 3, max_new_tokens=args.max_new_tokens),
+                seed_cfg,
+            ),
+        ),  # fmt: skip
+    }
+    for name in args.methods.split(","):
+        policy.reset_expert()
+        t0 = time.perf_counter()
+        methods[name]()
+        record(name, time.perf_counter() - t0)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "config": {k: str(v) for k, v in vars(args).items()}, "prepare_s": prep_s, "session_tokens": session_tokens,
+        "train_prompts": len(examples), "kept_teacher_answers": sum(len(e.answers) for e in examples),
+        "total_s": time.perf_counter() - t_start, "rows": rows,
+    }, indent=2))  # fmt: skip
+    print("\n| method | held-out recall | anchor KL | anchors unchanged | train s | s / 1k session tokens |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['method']} | {r['recall']}/{r['probes']} | {r['anchor_kl']} | {r['anchors_unchanged']} "
+              f"| {r['train_s']} | {r['s_per_1k_session_tokens']} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

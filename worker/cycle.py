@@ -1,0 +1,182 @@
+"""One sleep cycle as the worker runs it: snapshot -> Knowledge Seeding -> Dreaming -> gate -> publish.
+
+Crash safety: the snapshot of sessions (records after the watermark) is written once per job and reused on
+redelivery, so a resumed cycle learns from the same sessions. The adapter reaches the registry only through
+its atomic publish, and `published.json` records it, so a cycle killed after publishing finishes the pointer
+and watermark steps instead of training again. The watermark moves only once an adapter including the
+sessions is active (or after `sleep_max_rejections` gate rejections, so a bad batch cannot block forever):
+until then every session stays pending. Training progress inside a phase is not checkpointed: a preempted or
+killed cycle restarts seeding from its snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from sleepd import keys
+from sleepd.active_adapter import ActiveAdapter
+from sleepd.config import Settings
+from sleepd.models import resolve_model
+from sleepd.records import ExchangeRecord
+from sleepd.registry import AdapterRegistry
+from worker.jobs import TERMINAL, JobStore
+from worker.lock import SleepLock
+from worker.window import current_traffic
+
+log = logging.getLogger(__name__)
+
+
+class Preempted(Exception):
+    """Traffic rose during the cycle: stop now, resume later from the snapshot."""
+
+
+def run_cycle(job_id: str, options: dict[str, Any], settings: Settings, client: redis.Redis) -> dict[str, Any]:
+    jobs = JobStore(client)
+    job = jobs.get(job_id)
+    if job and job["state"] in TERMINAL:
+        return job  # a redelivered message for a finished cycle: nothing to do (idempotent)
+    jobs.update(job_id, state="running", phase="snapshot", started_at=time.time(),
+                attempts=int((job or {}).get("attempts", 0)) + 1)  # fmt: skip
+    workdir = settings.data_dir / "sleep" / job_id
+    workdir.mkdir(parents=True, exist_ok=True)
+    with SleepLock(client, job_id, settings.sleep_lock_ttl_s) as lock:
+        records, upto = _snapshot(client, workdir)
+        if not records:
+            jobs.update(job_id, state="skipped", phase="done", progress=1.0, finished_at=time.time(),
+                        error="no new sessions since the last consolidation")  # fmt: skip
+            _finish(client, job_id)
+            return jobs.get(job_id) or {}
+        published = _load_json(workdir / "published.json")
+        if published is None:
+            published = _consolidate(job_id, options, settings, client, jobs, records, workdir)
+        lock.check()  # a holder that lost the lock (paused past its TTL) must not move the pointer
+        if published.get("version"):
+            asyncio.run(_activate(settings.redis_url, published["version"]))
+            client.set(keys.SLEEP_WATERMARK, upto)
+            client.delete(keys.SLEEP_REJECTIONS)
+            state = "published"
+        else:
+            rejections = int(client.incr(keys.SLEEP_REJECTIONS))  # type: ignore[arg-type]
+            if rejections >= settings.sleep_max_rejections:
+                # Bounded retries: set these sessions aside rather than block every later sleep on them.
+                client.set(keys.SLEEP_WATERMARK, upto)
+                client.delete(keys.SLEEP_REJECTIONS)
+                published["note"] = f"rejected {rejections} times: sessions up to {upto} set aside"
+            state = "rejected"
+        jobs.update(job_id, state=state, phase="done", progress=1.0, finished_at=time.time(),
+                    metrics=published.get("gate", {}), report=published)  # fmt: skip
+    _finish(client, job_id)
+    return jobs.get(job_id) or {}
+
+
+def _consolidate(
+    job_id: str, options: dict[str, Any], settings: Settings, client: redis.Redis, jobs: JobStore,
+    records: list[ExchangeRecord], workdir: Path,
+) -> dict[str, Any]:  # fmt: skip
+    # Imported here: torch and transformers load only in the process that trains.
+    from consolidation.dreaming import DreamingConfig
+    from consolidation.gate import GateConfig
+    from consolidation.policy import ExpertConfig
+    from consolidation.seeding import SeedingConfig
+    from consolidation.sleep import SleepConfig, run_sleep
+
+    tokens = settings.sleep_max_new_tokens
+    cfg = SleepConfig(
+        expert=ExpertConfig(rank=int(options.get("rank") or settings.sleep_rank)),
+        seeding=SeedingConfig(steps=int(options.get("steps") or settings.sleep_steps), max_new_tokens=tokens),
+        dreaming=DreamingConfig(
+            rounds=int(options.get("dream_rounds", settings.sleep_dream_rounds)), max_new_tokens=tokens
+        ),
+        gate=GateConfig(
+            min_recall_gain=settings.gate_min_recall_gain,
+            max_anchor_kl=settings.gate_max_anchor_kl,
+            max_new_tokens=tokens,
+        ),  # fmt: skip
+        max_rank=settings.max_lora_rank,
+        questions_per_memory=settings.sleep_questions_per_memory,
+    )
+    force = bool(options.get("force"))
+    phases: dict[str, float] = {}
+    started: dict[str, Any] = {"phase": "prepare", "at": time.monotonic(), "checked": 0.0}
+
+    def progress(phase: str, done: float, details: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if phase != started["phase"]:
+            phases[started["phase"]] = round(now - started["at"], 2)
+            started.update(phase=phase, at=now)
+        weights = {"questions": (0.0, 0.1), "seeding": (0.1, 0.6), "dreaming": (0.7, 0.2), "gate": (0.9, 0.1)}
+        lo, span = weights.get(phase, (1.0, 0.0))
+        info = json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in details.items()})
+        jobs.update(job_id, phase=phase, progress=round(lo + span * done, 4), phases=phases, info=info)
+        # Preemption: checked at most every 5 s; an operator's forced sleep is not preempted.
+        if not force and now - started["checked"] > 5:
+            started["checked"] = now
+            if current_traffic(client) > settings.sleep_traffic_threshold:
+                raise Preempted(f"traffic above {settings.sleep_traffic_threshold}/min")
+
+    active = asyncio.run(_active(settings.redis_url))
+    base = Path(resolve_model(settings.model, settings.models_dir))
+    report = run_sleep(base, records, AdapterRegistry(settings.adapters_dir), active, cfg, progress)
+    summary = report.summary()
+    summary["version"] = report.published.version if report.published else None
+    _write_json(workdir / "published.json", summary)
+    return summary
+
+
+def _snapshot(client: redis.Redis, workdir: Path) -> tuple[list[ExchangeRecord], str]:
+    """The sessions this job learns from, fixed at its first attempt (records after the watermark)."""
+    path, meta = workdir / "sessions.jsonl", workdir / "snapshot.json"
+    if meta.exists():
+        upto = json.loads(meta.read_text())["upto"]
+        return [ExchangeRecord.model_validate_json(line) for line in path.read_text().splitlines() if line], upto
+    start = client.get(keys.SLEEP_WATERMARK)
+    lo = f"({start.decode() if isinstance(start, bytes) else start}" if start else "-"
+    rows: list[Any] = client.xrange(keys.SESSION_STREAM, min=lo, count=100_000) or []
+    records = [ExchangeRecord.model_validate_json(fields[b"data"]) for _, fields in rows]
+    upto = rows[-1][0].decode() if rows else (start.decode() if isinstance(start, bytes) else "0-0")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(r.model_dump_json() + "\n" for r in records))
+    os.replace(tmp, path)
+    _write_json(meta, {"upto": upto, "records": len(records)})
+    return records, upto
+
+
+def _finish(client: redis.Redis, job_id: str) -> None:
+    client.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end", 1,
+                keys.SLEEP_ACTIVE, job_id)  # fmt: skip
+
+
+async def _active(url: str) -> str:
+    r = aioredis.from_url(url)
+    try:
+        return await ActiveAdapter(r).get()
+    finally:
+        await r.aclose()
+
+
+async def _activate(url: str, version: str) -> None:
+    r = aioredis.from_url(url)
+    try:
+        if await ActiveAdapter(r).get() != version:
+            await ActiveAdapter(r).set(version, reason="sleep")
+    finally:
+        await r.aclose()
+
+
+def _load_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, default=str))
+    os.replace(tmp, path)

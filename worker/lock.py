@@ -1,0 +1,64 @@
+"""One sleep at a time: a Redis lock with a TTL kept alive by a heartbeat, and a fencing token.
+
+The token (INCR on acquisition) lets the holder check, right before it publishes, that nobody took the lock
+over after its own TTL lapsed (a paused or partitioned worker): a stale holder must not publish.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+
+import redis
+
+from sleepd import keys
+
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+
+
+class LockHeld(Exception):
+    pass
+
+
+class LockLost(Exception):
+    pass
+
+
+class SleepLock:
+    def __init__(self, client: redis.Redis, owner: str, ttl_s: int) -> None:
+        self.redis = client
+        self.owner = owner
+        self.ttl_ms = ttl_s * 1000
+        self.token = 0
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def __enter__(self) -> SleepLock:
+        if not self.redis.set(keys.SLEEP_LOCK, self.owner, nx=True, px=self.ttl_ms):
+            holder = self.redis.get(keys.SLEEP_LOCK)
+            raise LockHeld(f"sleep lock held by {holder.decode() if isinstance(holder, bytes) else holder}")
+        self.token = int(self.redis.incr(keys.SLEEP_FENCE))  # type: ignore[arg-type]
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True, name="sleep-lock-heartbeat")
+        self._beat.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._stop.set()
+        if self._beat:
+            self._beat.join(timeout=5)
+        self.redis.eval(_RELEASE, 1, keys.SLEEP_LOCK, self.owner)
+
+    def check(self) -> None:
+        """Raise LockLost unless this holder still owns the lock and no later acquisition happened."""
+        holder = self.redis.get(keys.SLEEP_LOCK)
+        fence = int(self.redis.get(keys.SLEEP_FENCE) or 0)  # type: ignore[arg-type]
+        if (holder.decode() if isinstance(holder, bytes) else holder) != self.owner or fence != self.token:
+            raise LockLost(f"lock lost by {self.owner} (token {self.token}, now {fence})")
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl_ms / 3000):
+            try:
+                self.redis.eval(_EXTEND, 1, keys.SLEEP_LOCK, self.owner, self.ttl_ms)
+            except redis.RedisError:
+                pass  # the next beat retries; check() before publishing is what guards correctness

@@ -1,0 +1,114 @@
+"""When and where to sleep: a low-traffic window, an idle GPU, and enough new session tokens.
+
+Traffic is the per-minute count of logged exchanges the server keeps in Redis (sleepd/session_store.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from sleepd import keys
+from sleepd.config import Settings
+
+
+@dataclass
+class GpuState:
+    present: bool
+    idle: bool
+    detail: str
+
+
+@dataclass
+class Decision:
+    sleep: bool
+    reasons: list[str] = field(default_factory=list)
+    traffic: list[int] = field(default_factory=list)  # whole minutes, oldest first
+    pending_records: int = 0
+    pending_tokens: int = 0
+    in_window: bool = True
+    gpu: GpuState | None = None
+
+
+def traffic_per_minute(client: redis.Redis, minutes: int, now: float | None = None) -> list[int]:
+    """Exchanges in each of the last `minutes` whole minutes (the current, partial minute excluded)."""
+    current = int((now or time.time()) // 60)
+    values = client.mget([keys.traffic(m) for m in range(current - minutes, current)])
+    return [int(v or 0) for v in values]  # type: ignore[union-attr]
+
+
+def current_traffic(client: redis.Redis, now: float | None = None) -> int:
+    """Exchanges so far in this minute and the last one: the preemption signal (reacts within a minute)."""
+    current = int((now or time.time()) // 60)
+    values = client.mget([keys.traffic(current - 1), keys.traffic(current)])
+    return max(int(v or 0) for v in values)  # type: ignore[union-attr]
+
+
+def in_windows(spec: str, now: datetime) -> bool:
+    """'01:00-05:00,22:30-23:59' in UTC; an empty spec means any time. Windows may wrap past midnight."""
+    if not spec.strip():
+        return True
+    minute = now.hour * 60 + now.minute
+    for part in spec.split(","):
+        start, end = (int(h) * 60 + int(m) for h, m in (t.strip().split(":") for t in part.split("-")))
+        if (start <= minute < end) if start <= end else (minute >= start or minute < end):
+            return True
+    return False
+
+
+def pending(client: redis.Redis, limit: int = 100_000) -> tuple[int, int]:
+    """Records after the watermark and their tokens (prompt + completion)."""
+    start = client.get(keys.SLEEP_WATERMARK)
+    lo = f"({start.decode() if isinstance(start, bytes) else start}" if start else "-"
+    rows: list[Any] = client.xrange(keys.SESSION_STREAM, min=lo, count=limit) or []
+    tokens = 0
+    for _, fields in rows:
+        rec = json.loads(fields[b"data"])
+        tokens += int(rec.get("prompt_tokens") or 0) + int(rec.get("completion_tokens") or 0)
+    return len(rows), tokens
+
+
+def gpu_state(max_util: int, min_free_gib: float) -> GpuState:
+    """NVML view of the GPU this worker owns (first of CUDA_VISIBLE_DEVICES). No GPU: the CPU path runs."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return GpuState(False, True, "no GPU")
+    try:
+        index = int((os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0])
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        util = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
+        free_gib = pynvml.nvmlDeviceGetMemoryInfo(handle).free / 2**30
+        idle = util <= max_util and free_gib >= min_free_gib
+        return GpuState(True, idle, f"gpu{index}: {util}% busy, {free_gib:.1f} GiB free")
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def decide(client: redis.Redis, settings: Settings, now: float | None = None) -> Decision:
+    now = now or time.time()
+    d = Decision(sleep=True)
+    d.traffic = traffic_per_minute(client, settings.sleep_quiet_minutes, now)
+    if any(t > settings.sleep_traffic_threshold for t in d.traffic):
+        d.reasons.append(
+            f"traffic above {settings.sleep_traffic_threshold}/min in the last {settings.sleep_quiet_minutes} min"
+        )
+    d.in_window = in_windows(settings.sleep_windows, datetime.fromtimestamp(now, UTC))
+    if not d.in_window:
+        d.reasons.append(f"outside the sleep windows {settings.sleep_windows!r}")
+    d.pending_records, d.pending_tokens = pending(client)
+    if d.pending_tokens < settings.sleep_min_pending_tokens:
+        d.reasons.append(f"{d.pending_tokens} session tokens pending (< {settings.sleep_min_pending_tokens})")
+    d.gpu = gpu_state(settings.gpu_max_utilization, settings.gpu_min_free_gib)
+    if not d.gpu.idle:
+        d.reasons.append(f"GPU busy ({d.gpu.detail})")
+    d.sleep = not d.reasons
+    return d
