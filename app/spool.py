@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from sleepd.durable import fsync_path
 from sleepd.records import ExchangeRecord
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class Spool:
         with self._lock:
             if _size(self.replaying) == 0 and _size(self.path) > 0:
                 os.replace(self.path, self.replaying)
-                _fsync_dir(self.path.parent)
+                fsync_path(self.path.parent)
             if _size(self.replaying) == 0:
                 return []
             return _read(self.replaying)
@@ -49,7 +50,7 @@ class Spool:
     def done_batch(self) -> None:
         with self._lock:
             self.replaying.unlink(missing_ok=True)
-            _fsync_dir(self.path.parent)
+            fsync_path(self.path.parent)
 
     def count(self) -> int:
         n = 0
@@ -77,11 +78,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

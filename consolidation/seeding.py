@@ -130,7 +130,7 @@ def seed_knowledge(
         tokens = 0
 
         # 1. off-policy: filtered teacher answers, forward KL(teacher with context || student without).
-        off = [(e, rng.choice(e.answers)) for e in batch if e.answers]
+        off = [(e, rng.choice(e.answers)) for e in batch if e.answers] if cfg.w_fkl > 0 else []
         fkl = torch.zeros(())
         if off:
             t_logits, mask, _ = policy.completion_logits(
@@ -146,7 +146,7 @@ def seed_knowledge(
         samples = policy.generate(
             [e.student_prompt for e in batch], student=True, n=cfg.k,
             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-        )  # fmt: skip
+        ) if cfg.w_rkl > 0 or cfg.w_pg > 0 else []  # fmt: skip
         owners = [e for e in batch for _ in range(cfg.k)]
         keep = [i for i, s in enumerate(samples) if s]
         rkl, pg, reward = torch.zeros(()), torch.zeros(()), 0.0

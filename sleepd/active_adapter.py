@@ -40,3 +40,23 @@ class ActiveAdapter:
     async def history(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = await self.redis.lrange(keys.ADAPTER_HISTORY, 0, limit - 1)
         return [json.loads(r) for r in rows]
+
+
+async def read_active(url: str) -> str:
+    """The active version, for processes that hold no Redis client of their own (CLI, worker)."""
+    client = aioredis.from_url(url)
+    try:
+        return await ActiveAdapter(client).get()
+    finally:
+        await client.aclose()
+
+
+async def write_active(url: str, version: str, reason: str) -> None:
+    """Point every server at `version` (a no-op if it is already active: safe to repeat after a crash)."""
+    client = aioredis.from_url(url)
+    try:
+        pointer = ActiveAdapter(client)
+        if await pointer.get() != version:
+            await pointer.set(version, reason=reason)
+    finally:
+        await client.aclose()

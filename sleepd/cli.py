@@ -291,6 +291,7 @@ def consolidate(
     from consolidation.seeding import SeedingConfig
     from consolidation.sessions import load_jsonl
     from consolidation.sleep import SleepConfig, run_sleep
+    from sleepd.active_adapter import read_active, write_active
     from sleepd.local_redis import redis_answers
     from sleepd.models import resolve_model
     from sleepd.registry import BASE, AdapterRegistry
@@ -301,7 +302,7 @@ def consolidate(
     use_redis = bool(url) and redis_answers(url)
     reg = AdapterRegistry(registry or settings.adapters_dir)
     if active is None:
-        active = asyncio.run(_active_version(url)) if use_redis else BASE
+        active = asyncio.run(read_active(url)) if use_redis else BASE
     records = load_jsonl(sessions)
     base = Path(resolve_model(settings.model, settings.models_dir))
     cfg = SleepConfig(
@@ -336,32 +337,8 @@ def consolidate(
         raise typer.Exit(3)
     console.print(f"[green]published[/] {result.published.version} (parent {active}) into {reg.root}")
     if activate and use_redis:
-        asyncio.run(_set_active(url, result.published.version))
+        asyncio.run(write_active(url, result.published.version, reason="sleepd consolidate"))
         console.print(f"[green]active[/]: servers now switch to {result.published.version}")
-
-
-async def _active_version(url: str) -> str:
-    import redis.asyncio as aioredis
-
-    from sleepd.active_adapter import ActiveAdapter
-
-    client = aioredis.from_url(url)
-    try:
-        return await ActiveAdapter(client).get()
-    finally:
-        await client.aclose()
-
-
-async def _set_active(url: str, version: str) -> None:
-    import redis.asyncio as aioredis
-
-    from sleepd.active_adapter import ActiveAdapter
-
-    client = aioredis.from_url(url)
-    try:
-        await ActiveAdapter(client).set(version, reason="sleepd consolidate")
-    finally:
-        await client.aclose()
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from sleepd.durable import fsync_path
+
 META_FILE = "sleepd_adapter.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 BASE = "base"  # the name of "no adapter"
@@ -167,10 +169,10 @@ class AdapterRegistry:
                 )
                 (tmp / META_FILE).write_text(meta.model_dump_json(indent=2))
                 for name in (*ADAPTER_FILES, META_FILE):
-                    _fsync(tmp / name)
-                _fsync(tmp)
+                    fsync_path(tmp / name)
+                fsync_path(tmp)
                 os.rename(tmp, self.root / version)
-                _fsync(self.root)
+                fsync_path(self.root)
             return meta
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -188,11 +190,3 @@ class AdapterRegistry:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

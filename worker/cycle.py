@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
 from sleepd import keys
-from sleepd.active_adapter import ActiveAdapter
+from sleepd.active_adapter import read_active, write_active
 from sleepd.config import Settings
 from sleepd.models import resolve_model
 from sleepd.records import ExchangeRecord
@@ -60,7 +59,7 @@ def run_cycle(job_id: str, options: dict[str, Any], settings: Settings, client: 
             published = _consolidate(job_id, options, settings, client, jobs, records, workdir)
         lock.check()  # a holder that lost the lock (paused past its TTL) must not move the pointer
         if published.get("version"):
-            asyncio.run(_activate(settings.redis_url, published["version"]))
+            asyncio.run(write_active(settings.redis_url, published["version"], reason="sleep"))
             client.set(keys.SLEEP_WATERMARK, upto)
             client.delete(keys.SLEEP_REJECTIONS)
             state = "published"
@@ -123,7 +122,7 @@ def _consolidate(
             if current_traffic(client) > settings.sleep_traffic_threshold:
                 raise Preempted(f"traffic above {settings.sleep_traffic_threshold}/min")
 
-    active = asyncio.run(_active(settings.redis_url))
+    active = asyncio.run(read_active(settings.redis_url))
     base = Path(resolve_model(settings.model, settings.models_dir))
     report = run_sleep(base, records, AdapterRegistry(settings.adapters_dir), active, cfg, progress)
     summary = report.summary()
@@ -153,23 +152,6 @@ def _snapshot(client: redis.Redis, workdir: Path) -> tuple[list[ExchangeRecord],
 def _finish(client: redis.Redis, job_id: str) -> None:
     client.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end", 1,
                 keys.SLEEP_ACTIVE, job_id)  # fmt: skip
-
-
-async def _active(url: str) -> str:
-    r = aioredis.from_url(url)
-    try:
-        return await ActiveAdapter(r).get()
-    finally:
-        await r.aclose()
-
-
-async def _activate(url: str, version: str) -> None:
-    r = aioredis.from_url(url)
-    try:
-        if await ActiveAdapter(r).get() != version:
-            await ActiveAdapter(r).set(version, reason="sleep")
-    finally:
-        await r.aclose()
 
 
 def _load_json(path: Path) -> dict[str, Any] | None:
