@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
-from consolidation.losses import forward_kl, sequence_logprob
+from consolidation.losses import sequence_logprob
 from consolidation.policy import Policy
 from consolidation.questions import paraphrase, token_f1
-from consolidation.seeding import Anchor, Example, SeedingConfig, build_examples
+from consolidation.seeding import Anchor, Example, SeedingConfig, build_examples, replay_loss
 
 
 @dataclass(frozen=True)
@@ -84,15 +84,8 @@ def dream(
                 [p.student_prompt for p, _ in batch], [a for _, a in batch], student=True
             )
             loss = -sequence_logprob(logits, toks, mask).mean()
-            if anchors and cfg.w_replay > 0:
-                chosen = rng.sample(anchors, min(cfg.batch, len(anchors)))
-                prev, m2, _ = policy.completion_logits(
-                    [a.prompt for a in chosen], [a.answer for a in chosen], student=False
-                )
-                now, _, _ = policy.completion_logits(
-                    [a.prompt for a in chosen], [a.answer for a in chosen], student=True
-                )
-                loss = loss + cfg.w_replay * forward_kl(prev, now, m2)
+            if cfg.w_replay > 0:
+                loss = loss + cfg.w_replay * replay_loss(policy, anchors, rng, cfg.batch)[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

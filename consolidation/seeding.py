@@ -165,17 +165,10 @@ def seed_knowledge(
             tokens += int(mask.sum())
 
         # 4. replay: anchors answered by the previous model, forward KL to it.
-        replay = torch.zeros(())
-        if anchors and cfg.w_replay > 0:
-            chosen = rng.sample(anchors, min(cfg.batch, len(anchors)))
-            p_logits, mask, _ = policy.completion_logits(
-                [a.prompt for a in chosen], [a.answer for a in chosen], student=False
-            )
-            s_logits, _, _ = policy.completion_logits(
-                [a.prompt for a in chosen], [a.answer for a in chosen], student=True
-            )
-            replay = forward_kl(p_logits, s_logits, mask)
-            tokens += int(mask.sum())
+        replay, replay_tokens = (
+            replay_loss(policy, anchors, rng, cfg.batch) if cfg.w_replay > 0 else (torch.zeros(()), 0)
+        )
+        tokens += replay_tokens
 
         loss = cfg.w_fkl * fkl + cfg.w_rkl * rkl + cfg.w_pg * pg + cfg.w_replay * replay
         opt.zero_grad(set_to_none=True)
@@ -189,6 +182,18 @@ def seed_knowledge(
         if on_step:
             on_step(log)
     return logs
+
+
+def replay_loss(policy: Policy, anchors: list[Anchor], rng: random.Random, batch: int) -> tuple[torch.Tensor, int]:
+    """Forward KL(previous model || student) on a sample of anchors and their previous answers; and its token
+    count. The previous model is the teacher view without context. Zero when there are no anchors."""
+    if not anchors:
+        return torch.zeros(()), 0
+    chosen = rng.sample(anchors, min(batch, len(anchors)))
+    prompts, answers = [a.prompt for a in chosen], [a.answer for a in chosen]
+    prev, mask, _ = policy.completion_logits(prompts, answers, student=False)
+    now, _, _ = policy.completion_logits(prompts, answers, student=True)
+    return forward_kl(prev, now, mask), int(mask.sum())
 
 
 @torch.no_grad()

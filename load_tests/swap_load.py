@@ -38,7 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 class Sample:
     phase: str
     start: float
-    first_header_at: float
     end: float
     ok: bool
     adapter: str
@@ -61,17 +60,14 @@ async def load(base_url: str, stop: asyncio.Event, phase: dict[str, str], out: l
                         max_tokens=32,
                         stream=i % 2 == 0,
                     )
-                    header_at = time.perf_counter()
                     parsed = raw.parse()
                     if i % 2 == 0:
                         async for _ in parsed:  # type: ignore[union-attr]
                             pass
-                    out.append(
-                        Sample(current, start, header_at, time.perf_counter(), True, raw.headers["x-sleepd-adapter"])
-                    )
+                    out.append(Sample(current, start, time.perf_counter(), True, raw.headers["x-sleepd-adapter"]))
                 except Exception as exc:  # counted, not raised: the point is to count failures
                     now = time.perf_counter()
-                    out.append(Sample(current, start, now, now, False, "", repr(exc)[:200]))
+                    out.append(Sample(current, start, now, False, "", repr(exc)[:200]))
 
         await asyncio.gather(*(worker(w) for w in range(workers)))
 
