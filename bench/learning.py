@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pickle
 import random
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 
 from bench.facts import FACTS
-from consolidation.anchors import ANCHOR_PROMPTS
+from consolidation.anchors import ANCHOR_PROMPTS, REPLAY_PROMPTS
 from consolidation.dreaming import DreamingConfig, dream
 from consolidation.gate import anchor_drift
 from consolidation.losses import sequence_logprob
@@ -69,12 +70,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=SeedingConfig.batch)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--questions", type=int, default=4, help="self-generated training questions per session")
     ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--methods", default="sft_transcript,sft_teacher,fkl_only,onpolicy_only,seeding,seeding_dreaming")
+    ap.add_argument("--methods", default="sft_transcript,sft_teacher,fkl_only,onpolicy_only,seeding,dreaming")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--prep-cache", type=Path, help="reuse (or write) the shared preparation here")
+    ap.add_argument("--lr", type=float, default=SeedingConfig.lr)
+    ap.add_argument("--k", type=int, default=SeedingConfig.k, help="student samples per prompt (on-policy)")
+    ap.add_argument("--onpolicy-batch", type=int, default=SeedingConfig.onpolicy_batch)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "learning.json")
     args = ap.parse_args()
     if args.threads:
@@ -84,16 +89,27 @@ def main() -> None:
     base = Path(resolve_model(args.model, ROOT / "data" / "models"))
     policy = Policy(base, None, ExpertConfig(rank=args.rank))
     mems = [Memory(f"fact{i}", list(f.session)) for i, f in enumerate(FACTS)]
-    seed_cfg = SeedingConfig(steps=args.steps, batch=args.batch, k=4, max_new_tokens=args.max_new_tokens)
+    seed_cfg = SeedingConfig(
+        steps=args.steps, batch=args.batch, k=args.k, onpolicy_batch=args.onpolicy_batch, lr=args.lr,
+        max_new_tokens=args.max_new_tokens,
+    )  # fmt: skip
 
-    # Shared preparation, all by the base model (= every method's teacher).
+    # Shared preparation, all by the base model (= every method's teacher). Cached on request: it is sampled
+    # once, so methods compared across runs see the very same prompts and teacher answers.
     t0 = time.perf_counter()
-    pairs = []
-    for m in mems:
-        pairs += [(m, q) for q in generate_questions(policy, m, args.questions)] + [(m, t) for t in m.user_turns]
-    examples = build_examples(policy, pairs, seed_cfg)
-    anchors = build_anchors(policy, list(ANCHOR_PROMPTS), args.max_new_tokens)
-    prep_s = time.perf_counter() - t0
+    if args.prep_cache and args.prep_cache.exists():
+        examples, anchors, replay, prep_s = pickle.loads(args.prep_cache.read_bytes())
+    else:
+        pairs = []
+        for m, qs in zip(mems, generate_questions(policy, mems, args.questions), strict=True):
+            pairs += [(m, q) for q in qs] + [(m, t) for t in m.user_turns]
+        examples = build_examples(policy, pairs, seed_cfg)
+        anchors = build_anchors(policy, list(ANCHOR_PROMPTS), args.max_new_tokens)  # drift, never trained on
+        replay = build_anchors(policy, list(REPLAY_PROMPTS), args.max_new_tokens)
+        prep_s = time.perf_counter() - t0
+        if args.prep_cache:
+            args.prep_cache.parent.mkdir(parents=True, exist_ok=True)
+            args.prep_cache.write_bytes(pickle.dumps((examples, anchors, replay, prep_s)))
     probe_q = [(i, q) for i, f in enumerate(FACTS) for q in f.probes]
     closed = [policy.chat_ids([{"role": "user", "content": q}]) for _, q in probe_q]
     opened = [policy.chat_ids([{"role": "user", "content": q}], context=mems[i].render()) for i, q in probe_q]
@@ -127,31 +143,35 @@ def main() -> None:
         return out
 
     methods: dict[str, Callable[[], object]] = {
-        "sft_transcript": lambda: sft(policy, transcript_pairs(), args.steps, args.batch, 5e-4, 0),
-        "sft_teacher": lambda: sft(policy, teacher_pairs(), args.steps, args.batch, 5e-4, 0),
+        "sft_transcript": lambda: sft(policy, transcript_pairs(), args.steps, args.batch, args.lr, 0),
+        "sft_teacher": lambda: sft(policy, teacher_pairs(), args.steps, args.batch, args.lr, 0),
         "fkl_only": lambda: seed_knowledge(
-            policy, examples, anchors, dataclasses.replace(seed_cfg, w_rkl=0, w_pg=0, w_replay=0)
+            policy, examples, replay, dataclasses.replace(seed_cfg, w_rkl=0, w_pg=0, w_replay=0)
         ),
         "onpolicy_only": lambda: seed_knowledge(
-            policy, examples, anchors, dataclasses.replace(seed_cfg, w_fkl=0, w_replay=0)
+            policy, examples, replay, dataclasses.replace(seed_cfg, w_fkl=0, w_replay=0)
         ),
-        "seeding": lambda: seed_knowledge(policy, examples, anchors, seed_cfg),
-        "seeding_dreaming": lambda: (
-            seed_knowledge(policy, examples, anchors, seed_cfg),
-            dream(
-                policy,
-                examples,
-                anchors,
-                DreamingConfig(rounds=2, steps_per_round=args.steps // 3, max_new_tokens=args.max_new_tokens),
-                seed_cfg,
-            ),
-        ),  # fmt: skip
+        "seeding": lambda: seed_knowledge(policy, examples, replay, seed_cfg),
+        # Continues from the method before it (normally "seeding"), so its row is Seeding + Dreaming.
+        "dreaming": lambda: dream(
+            policy,
+            examples,
+            replay,
+            DreamingConfig(rounds=2, steps_per_round=args.steps // 3, max_new_tokens=args.max_new_tokens),
+            seed_cfg,
+        ),
     }
+    print(f"prepared in {prep_s:.0f} s: {len(examples)} prompts, {sum(len(e.answers) for e in examples)} kept "
+          f"teacher answers, {session_tokens} session tokens", flush=True)  # fmt: skip
+    previous_s = 0.0
     for name in args.methods.split(","):
-        policy.reset_expert()
+        if name != "dreaming":
+            policy.reset_expert()
+            previous_s = 0.0
         t0 = time.perf_counter()
         methods[name]()
-        record(name, time.perf_counter() - t0)
+        previous_s += time.perf_counter() - t0
+        record(name if name != "dreaming" else "seeding + dreaming", previous_s)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({

@@ -19,7 +19,7 @@ import torch
 
 from consolidation.losses import sequence_logprob
 from consolidation.policy import Policy
-from consolidation.questions import paraphrase, token_f1
+from consolidation.questions import paraphrases, token_f1
 from consolidation.seeding import Anchor, Example, SeedingConfig, build_examples, replay_loss
 
 
@@ -93,7 +93,8 @@ def dream(
         # Curriculum: drop what is mastered, add paraphrases of what still fails.
         keep = [p for p, r in zip(open_problems, pass_rates, strict=True) if r < cfg.mastered]
         failing = [p for p, r in zip(open_problems, pass_rates, strict=True) if r == 0]
-        new_pairs = [(p.memory, q) for p in failing for q in paraphrase(policy, p.question, cfg.paraphrases)]
+        reworded = paraphrases(policy, [p.question for p in failing], cfg.paraphrases) if failing else []
+        new_pairs = [(p.memory, q) for p, qs in zip(failing, reworded, strict=True) for q in qs]
         added = [e for e in build_examples(policy, new_pairs, seeding_cfg) if e.reference]
         log = RoundLog(rnd, len(open_problems), sum(pass_rates) / len(pass_rates), len(accepted),
                        len(open_problems) - len(keep), len(added), time.perf_counter() - start)  # fmt: skip

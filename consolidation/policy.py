@@ -32,6 +32,8 @@ class ExpertConfig:
 
 
 class Policy:
+    max_rows = 32  # sequences per batched generate call
+
     def __init__(self, base_dir: Path, previous: Path | None, expert: ExpertConfig, *, seed: int = 0) -> None:
         from peft import LoraConfig, PeftModel, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -76,10 +78,26 @@ class Policy:
     def generate(
         self, prompts: list[list[int]], *, student: bool, n: int = 1, max_new_tokens: int = 48, temperature: float = 0.0
     ) -> list[list[int]]:
-        """n completions per prompt (prompt-major order), cut at the first end-of-turn token."""
-        if not prompts:
-            return []
+        """n completions per prompt (prompt-major order), cut at the first end-of-turn token.
+
+        Prompts are batched in chunks of similar length (at most `max_rows` sequences each): one batched decode
+        is ~7x the tokens/s of a single stream on a CPU, and sorting keeps left-padding waste small."""
+        out: list[list[int]] = [[] for _ in range(len(prompts) * n)]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        per_chunk = max(1, self.max_rows // n)
+        for start in range(0, len(order), per_chunk):
+            chunk = order[start : start + per_chunk]
+            rows = self._generate_chunk([prompts[i] for i in chunk], student, n, max_new_tokens, temperature)
+            for j, i in enumerate(chunk):
+                out[i * n : (i + 1) * n] = rows[j * n : (j + 1) * n]
+        return out
+
+    def _generate_chunk(
+        self, prompts: list[list[int]], student: bool, n: int, max_new_tokens: int, temperature: float
+    ) -> list[list[int]]:
         self.model.eval()
+        if temperature <= 0 and n > 1:  # HF refuses num_return_sequences > 1 for greedy: repeat the rows
+            prompts, n = [p for p in prompts for _ in range(n)], 1
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])

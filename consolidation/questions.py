@@ -39,30 +39,36 @@ def question_prompt(policy: Policy, memory: Memory) -> list[int]:
 
 
 def generate_questions(
-    policy: Policy, memory: Memory, n: int, temperature: float = 0.9, max_new_tokens: int = 40
-) -> list[str]:
-    """Up to n distinct, well-formed questions about the memory (teacher view)."""
-    samples = policy.generate(
-        [question_prompt(policy, memory)], student=False, n=max(n * 2, 4), temperature=temperature
-    )
-    seen = {_norm(t) for t in memory.user_turns}
-    out: list[str] = []
-    for ids in samples:
-        q = clean_question(policy.decode(ids))
-        if q and _norm(q) not in seen:
-            seen.add(_norm(q))
-            out.append(q)
-        if len(out) == n:
-            break
-    return out
+    policy: Policy, memories: list[Memory], n: int, temperature: float = 0.9, max_new_tokens: int = 40
+) -> list[list[str]]:
+    """Up to n distinct, well-formed questions about each memory (teacher view), sampled in one batch."""
+    per = max(n * 2, 4)
+    prompts = [question_prompt(policy, m) for m in memories]
+    samples = policy.generate(prompts, student=False, n=per, temperature=temperature, max_new_tokens=max_new_tokens)
+    result = []
+    for i, memory in enumerate(memories):
+        seen = {_norm(t) for t in memory.user_turns}
+        out: list[str] = []
+        for ids in samples[i * per : (i + 1) * per]:
+            q = clean_question(policy.decode(ids))
+            if q and _norm(q) not in seen:
+                seen.add(_norm(q))
+                out.append(q)
+            if len(out) == n:
+                break
+        result.append(out)
+    return result
 
 
-def paraphrase(policy: Policy, question: str, n: int = 2) -> list[str]:
-    prompt = policy.chat_ids([{"role": "user", "content": f"{_PARAPHRASE}\n\nQuestion: {question}"}])
-    found = {
-        clean_question(policy.decode(ids)) for ids in policy.generate([prompt], student=False, n=n, temperature=0.9)
-    }
-    return [q for q in found if q and _norm(q) != _norm(question)]
+def paraphrases(policy: Policy, questions: list[str], n: int = 2) -> list[list[str]]:
+    """Up to n rewordings of each question, sampled in one batch."""
+    prompts = [policy.chat_ids([{"role": "user", "content": f"{_PARAPHRASE}\n\nQuestion: {q}"}]) for q in questions]
+    samples = policy.generate(prompts, student=False, n=n, temperature=0.9)
+    result = []
+    for i, question in enumerate(questions):
+        found = {clean_question(policy.decode(ids)) for ids in samples[i * n : (i + 1) * n]}
+        result.append(sorted(q for q in found if q and _norm(q) != _norm(question)))
+    return result
 
 
 def clean_question(text: str) -> str | None:

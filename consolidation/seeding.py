@@ -32,8 +32,9 @@ from consolidation.sessions import Memory
 @dataclass(frozen=True)
 class SeedingConfig:
     steps: int = 40
-    batch: int = 4  # prompts per step
-    lr: float = 5e-4
+    batch: int = 8  # prompts per step for the off-policy and replay terms (cheap: no sampling)
+    onpolicy_batch: int = 2  # of those, prompts the student samples for (the costly part: generation)
+    lr: float = 2e-3
     k: int = 4  # student samples per prompt (on-policy group)
     teacher_samples: int = 4  # teacher answers per prompt before filtering (plus the greedy one)
     keep_margin: float = 0.5  # keep teacher answers whose context gain is within this of the best one
@@ -80,29 +81,32 @@ class StepLog:
 
 def build_examples(policy: Policy, pairs: list[tuple[Memory, str]], cfg: SeedingConfig) -> list[Example]:
     """Teacher answers per prompt, scored by context gain (log p(a | ctx, q) - log p(a | q), per token) and
-    filtered: an answer the model would give without the context carries no memory."""
-    examples = []
-    for memory, question in pairs:
-        ex = Example(
+    filtered: an answer the model would give without the context carries no memory. Generation is batched
+    over all prompts at once."""
+    examples = [
+        Example(
             memory,
             question,
             policy.chat_ids([{"role": "user", "content": question}]),
             policy.chat_ids([{"role": "user", "content": question}], context=memory.render()),
         )
-        greedy = policy.generate([ex.teacher_prompt], student=False, max_new_tokens=cfg.max_new_tokens)
-        sampled = policy.generate(
-            [ex.teacher_prompt], student=False, n=cfg.teacher_samples,
-            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-        )  # fmt: skip
-        candidates = [a for a in greedy + sampled if a]
-        ex.reference = policy.decode(greedy[0]) if greedy and greedy[0] else ""
+        for memory, question in pairs
+    ]
+    prompts = [e.teacher_prompt for e in examples]
+    greedy = policy.generate(prompts, student=False, max_new_tokens=cfg.max_new_tokens)
+    n = cfg.teacher_samples
+    sampled = policy.generate(
+        prompts, student=False, n=n, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature
+    ) if n > 0 else []  # fmt: skip
+    for i, ex in enumerate(examples):
+        ex.reference = policy.decode(greedy[i]) if greedy[i] else ""
+        candidates = [a for a in [greedy[i], *sampled[i * n : (i + 1) * n]] if a]
         if candidates:
             gain = _context_gain(policy, ex, candidates)
             best = float(gain.max())
             ex.answers = [
                 a for a, g in zip(candidates, gain.tolist(), strict=True) if g > 0 and g >= best - cfg.keep_margin
             ]
-        examples.append(ex)
     return examples
 
 
@@ -143,17 +147,18 @@ def seed_knowledge(
             tokens += int(mask.sum())
 
         # 2 + 3. on-policy: student samples, graded token by token (reverse KL) and as sequences (reward).
+        on = batch[: cfg.onpolicy_batch] if cfg.w_rkl > 0 or cfg.w_pg > 0 else []
         samples = policy.generate(
-            [e.student_prompt for e in batch], student=True, n=cfg.k,
+            [e.student_prompt for e in on], student=True, n=cfg.k,
             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-        ) if cfg.w_rkl > 0 or cfg.w_pg > 0 else []  # fmt: skip
-        owners = [e for e in batch for _ in range(cfg.k)]
+        )  # fmt: skip
+        owners = [e for e in on for _ in range(cfg.k)]
         keep = [i for i, s in enumerate(samples) if s]
         rkl, pg, reward = torch.zeros(()), torch.zeros(()), 0.0
         if keep:
             owners_k = [owners[i] for i in keep]
             samples_k = [samples[i] for i in keep]
-            groups = torch.tensor([batch.index(e) for e in owners_k])
+            groups = torch.tensor([on.index(e) for e in owners_k])
             t_logits, mask, toks = policy.completion_logits(
                 [e.teacher_prompt for e in owners_k], samples_k, student=False
             )

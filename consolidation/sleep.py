@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from consolidation.anchors import ANCHOR_PROMPTS
+from consolidation.anchors import ANCHOR_PROMPTS, REPLAY_PROMPTS
 from consolidation.dreaming import DreamingConfig, dream
 from consolidation.experts import compact, load_adapter, save_adapter, stack
 from consolidation.gate import GateConfig, GateReport, closed_book_answers, evaluate, recall
@@ -42,7 +42,9 @@ class SleepConfig:
     questions_per_memory: int = 6
     heldout_fraction: float = 0.34
     max_rank: int = 64  # the serving engine's max LoRA rank: compact past it
-    anchors: tuple[str, ...] = ANCHOR_PROMPTS
+    anchors: tuple[str, ...] = ANCHOR_PROMPTS  # drift is measured here (never trained on)
+    replay: tuple[str, ...] = REPLAY_PROMPTS  # rehearsed during training, with earlier sleeps' questions
+    rehearsal_cap: int = 256  # earlier sleeps' questions carried in the adapter's lineage
     threads: int | None = None
     seed: int = 0
 
@@ -60,6 +62,7 @@ class SleepReport:
     seeding_last: dict[str, float] = field(default_factory=dict)
     dreaming: list[dict[str, Any]] = field(default_factory=list)
     compaction_error: float = 0.0
+    session_tokens: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -71,6 +74,11 @@ class SleepReport:
             "train_prompts": self.train_prompts,
             "timings_s": self.timings_s,
             "tokens_per_s": {k: self.tokens[k] / max(self.timings_s.get(k, 0), 1e-9) for k in self.tokens},
+            "session_tokens": self.session_tokens,
+            # Cost of a sleep in proportion to what it consolidates: seconds per 1k session tokens, per phase.
+            "s_per_1k_session_tokens": {
+                k: round(1000 * v / max(self.session_tokens, 1), 1) for k, v in self.timings_s.items()
+            },
             "seeding_last": self.seeding_last,
             "dreaming": self.dreaming,
             "compaction_error": self.compaction_error,
@@ -107,9 +115,9 @@ def run_sleep(
     t0 = time.perf_counter()
     train_pairs: list[tuple[Memory, str]] = []
     heldout_pairs: list[tuple[Memory, str]] = []
-    for i, m in enumerate(mems):
-        report("questions", i / len(mems))
-        questions = generate_questions(policy, m, cfg.questions_per_memory, max_new_tokens=cfg.seeding.max_new_tokens)
+    report("questions", 0.0)
+    asked = generate_questions(policy, mems, cfg.questions_per_memory, max_new_tokens=cfg.seeding.max_new_tokens)
+    for m, questions in zip(mems, asked, strict=True):
         rng.shuffle(questions)
         n_held = round(len(questions) * cfg.heldout_fraction)
         heldout_pairs += [(m, q) for q in questions[:n_held]]
@@ -120,6 +128,10 @@ def run_sleep(
     if not heldout:  # the model wrote no usable question: fall back to the (trained) user turns, and say so
         probes = examples
     anchors = build_anchors(policy, list(cfg.anchors), cfg.gate.max_new_tokens)
+    # Replay: generic prompts plus what earlier sleeps consolidated, answered by the previous model (which
+    # holds those memories in its weights), so a new sleep does not overwrite the last ones.
+    earlier = list(registry.get(active).lineage.get("rehearsal", [])) if previous else []
+    replay = build_anchors(policy, [*cfg.replay, *earlier], cfg.seeding.max_new_tokens)
     before = recall(
         closed_book_answers(policy, probes, student=False, max_new_tokens=cfg.gate.max_new_tokens),
         [p.reference for p in probes],
@@ -129,7 +141,7 @@ def run_sleep(
 
     t0 = time.perf_counter()
     steps = seed_knowledge(
-        policy, examples, anchors, cfg.seeding,
+        policy, examples, replay, cfg.seeding,
         on_step=lambda s: report("seeding", s.step / cfg.seeding.steps, loss=s.loss, fkl=s.fkl, rkl=s.rkl),
     )  # fmt: skip
     timings["seeding"] = time.perf_counter() - t0
@@ -137,7 +149,7 @@ def run_sleep(
 
     t0 = time.perf_counter()
     rounds = dream(
-        policy, examples, anchors, cfg.dreaming, cfg.seeding,
+        policy, examples, replay, cfg.dreaming, cfg.seeding,
         on_round=lambda r: report("dreaming", r.round / cfg.dreaming.rounds, pass_rate=r.pass_rate),
     )  # fmt: skip
     timings["dreaming"] = time.perf_counter() - t0
@@ -168,6 +180,9 @@ def run_sleep(
                 lineage={
                     "sessions": sorted({m.session_id.split("#")[0] for m in mems}),
                     "records": sorted({r for m in mems for r in m.record_ids}),
+                    "rehearsal": list(dict.fromkeys([*earlier, *(e.question for e in [*examples, *probes])]))[
+                        -cfg.rehearsal_cap :
+                    ],
                 },
                 gate=gate.metrics() | {"compaction_error": compaction_error},
             )
@@ -177,4 +192,5 @@ def run_sleep(
     return SleepReport(
         published, gate, active, len({m.session_id.split("#")[0] for m in mems}), len(mems), len(examples),
         timings, tokens, last, [asdict(r) for r in rounds], compaction_error,
+        sum(len(policy.tokenizer(m.render())["input_ids"]) for m in mems),
     )  # fmt: skip

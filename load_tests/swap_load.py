@@ -131,7 +131,7 @@ async def drive(
         vals = [(s.end - s.start) * 1000 for s in samples if s.phase == name and s.ok]
         return {"n": len(vals), "p50_ms": pct(vals, 0.5), "p99_ms": pct(vals, 0.99)}
 
-    served = [float(s["publish_to_first_served_s"]) for s in swaps if s["publish_to_first_served_s"] is not None]
+    served = [v for s in swaps if isinstance(v := s["publish_to_first_served_s"], (int, float))]
     return {
         "requests": len(samples),
         "failed": sum(not s.ok for s in samples),

@@ -68,6 +68,7 @@ def test_sleep_cycle_publishes_an_adapter_the_server_serves(server: Server, tmp_
     meta = AdapterRegistry(server.data_dir / "adapters").verify(version)
     assert meta.source == "sleep" and meta.rank == 8 and [e.rank for e in meta.experts] == [8]
     assert set(meta.lineage["sessions"]) == set(sessions)
+    assert set(FACTS) <= set(meta.lineage["rehearsal"])  # what this sleep consolidated, for later replay
     assert "recall_after" in meta.gate and "anchor_kl" in meta.gate
 
     # The CLI pointed Redis at it; the running server picks it up and serves it.
@@ -90,6 +91,7 @@ def test_sleep_cycle_publishes_an_adapter_the_server_serves(server: Server, tmp_
     assert r.returncode == 0, r.stdout + r.stderr
     second = AdapterRegistry(server.data_dir / "adapters").verify(json.loads(report.read_text())["published"])
     assert second.parent == version and second.rank == 16 and [e.rank for e in second.experts] == [8, 8]
+    assert set(meta.lineage["rehearsal"]) <= set(second.lineage["rehearsal"])  # earlier sleeps stay rehearsed
     # Back to base for the other tests of this server.
     assert (
         httpx.post(server.base_url + "/admin/adapters/base/activate", headers=server.admin_headers()).status_code == 200
