@@ -31,7 +31,7 @@ from consolidation.sessions import Memory
 
 @dataclass(frozen=True)
 class SeedingConfig:
-    steps: int = 40
+    steps: int = 60
     batch: int = 8  # prompts per step for the off-policy and replay terms (cheap: no sampling)
     onpolicy_batch: int = 2  # of those, prompts the student samples for (the costly part: generation)
     lr: float = 2e-3

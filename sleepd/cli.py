@@ -269,7 +269,7 @@ def consolidate(
     active: Annotated[
         str | None, typer.Option(help="Adapter to build on; default: Redis's active one, else base.")
     ] = None,
-    steps: Annotated[int, typer.Option(help="Knowledge Seeding steps.")] = 40,
+    steps: Annotated[int, typer.Option(help="Knowledge Seeding steps.")] = 60,
     dream_rounds: Annotated[int, typer.Option(help="Dreaming rounds (0 to skip).")] = 2,
     rank: Annotated[int, typer.Option(help="Rank of the new expert.")] = 16,
     activate: Annotated[

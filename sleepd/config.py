@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     sleep_min_pending_tokens: int = Field(200, description="Session tokens waiting before a scheduled sleep.")
     sleep_check_interval_s: float = 60.0
     sleep_max_rejections: int = Field(3, description="Gate rejections before pending sessions are set aside.")
-    sleep_steps: int = 40
+    sleep_steps: int = Field(60, description="Knowledge Seeding steps (the budget measured in docs/BENCHMARKS.md).")
     sleep_dream_rounds: int = 2
     sleep_rank: int = 16
     sleep_questions_per_memory: int = 6
