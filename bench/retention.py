@@ -50,8 +50,12 @@ def fact_records(facts: tuple[Fact, ...], prefix: str) -> list[ExchangeRecord]:
     return out
 
 
-def recall_of(base: Path, adapter: Path | None, facts: tuple[Fact, ...], max_new_tokens: int) -> tuple[int, int]:
-    policy = Policy(base, adapter, ExpertConfig(rank=1))  # the served model; the fresh expert is a no-op
+def served(base: Path, adapter: Path | None) -> Policy:
+    """The model servers run (base + adapter), loaded once per evaluation; its fresh expert is a no-op."""
+    return Policy(base, adapter, ExpertConfig(rank=1))
+
+
+def recall_of(policy: Policy, facts: tuple[Fact, ...], max_new_tokens: int) -> tuple[int, int]:
     prompts = [policy.chat_ids([{"role": "user", "content": q}]) for f in facts for q in f.probes]
     keys = [f.keywords for f in facts for _ in f.probes]
     hits, _ = keyword_recall(policy, prompts, keys, student=False, max_new_tokens=max_new_tokens)
@@ -85,21 +89,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sleepd-retention-") as tmp:
         registry = AdapterRegistry(Path(tmp))
         active = BASE
-        first = recall_of(base, None, FACTS, args.max_new_tokens)
+        first = recall_of(served(base, None), FACTS, args.max_new_tokens)
         print(json.dumps({"sleep": 0, "sleep1_facts_recall": first}), flush=True)
         for n, facts in enumerate(groups, start=1):
             t0 = time.perf_counter()
             report = run_sleep(base, fact_records(facts, f"s{n}"), registry, active, cfg)
             if report.published:
                 active = report.published.version
-            adapter = registry.path(active) if active != BASE else None
-            sleep1 = recall_of(base, adapter, FACTS, args.max_new_tokens)
+            model = served(base, registry.path(active) if active != BASE else None)
+            sleep1 = recall_of(model, FACTS, args.max_new_tokens)
             sleep1_hits.append(sleep1[0])
             row: dict[str, object] = {
                 "sleep": n,
                 "published": report.published.version if report.published else None,
                 "gate": report.gate.metrics() | {"reasons": report.gate.reasons},
-                "own_facts_recall": recall_of(base, adapter, facts, args.max_new_tokens),
+                "own_facts_recall": recall_of(model, facts, args.max_new_tokens),
                 "sleep1_facts_recall": sleep1,
                 "rank": registry.get(active).rank if active != BASE else 0,
                 "timings_s": report.timings_s,

@@ -14,10 +14,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from consolidation.losses import forward_kl
 from consolidation.policy import Policy
 from consolidation.questions import token_f1
-from consolidation.seeding import Anchor, Example
+from consolidation.seeding import Anchor, Example, kl_to_previous
 
 
 @dataclass(frozen=True)
@@ -54,10 +53,8 @@ def closed_book_answers(policy: Policy, examples: list[Example], *, student: boo
 def anchor_drift(policy: Policy, anchors: list[Anchor], max_new_tokens: int) -> tuple[float, float]:
     if not anchors:
         return 0.0, 1.0
+    kl = float(kl_to_previous(policy, anchors)[0])
     prompts, answers = [a.prompt for a in anchors], [a.answer for a in anchors]
-    prev, mask, _ = policy.completion_logits(prompts, answers, student=False)
-    now, _, _ = policy.completion_logits(prompts, answers, student=True)
-    kl = float(forward_kl(prev, now, mask))
     regenerated = policy.generate(prompts, student=True, max_new_tokens=max_new_tokens)
     unchanged = sum(r == a for r, a in zip(regenerated, answers, strict=True)) / len(anchors)
     return kl, unchanged

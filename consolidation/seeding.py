@@ -194,8 +194,13 @@ def replay_loss(policy: Policy, anchors: list[Anchor], rng: random.Random, batch
     count. The previous model is the teacher view without context. Zero when there are no anchors."""
     if not anchors:
         return torch.zeros(()), 0
-    chosen = rng.sample(anchors, min(batch, len(anchors)))
-    prompts, answers = [a.prompt for a in chosen], [a.answer for a in chosen]
+    return kl_to_previous(policy, rng.sample(anchors, min(batch, len(anchors))))
+
+
+def kl_to_previous(policy: Policy, anchors: list[Anchor]) -> tuple[torch.Tensor, int]:
+    """Mean per-token KL(previous model || student) over the anchors' previous answers, and the token count:
+    the replay loss when trained on, the gate's drift figure when measured."""
+    prompts, answers = [a.prompt for a in anchors], [a.answer for a in anchors]
     prev, mask, _ = policy.completion_logits(prompts, answers, student=False)
     now, _, _ = policy.completion_logits(prompts, answers, student=True)
     return forward_kl(prev, now, mask), int(mask.sum())

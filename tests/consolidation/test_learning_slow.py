@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.facts import FACTS
-from bench.retention import fact_records, recall_of
+from bench.retention import fact_records, recall_of, served
 from consolidation.dreaming import DreamingConfig
 from consolidation.policy import ExpertConfig
 from consolidation.seeding import SeedingConfig
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # a real sleep on th
 def test_one_sleep_teaches_the_default_model_without_drift(tmp_path: Path) -> None:
     base = Path(resolve_model("default", ROOT / "data" / "models"))
     facts = FACTS[:4]
-    before, probes = recall_of(base, None, facts, 32)
+    before, probes = recall_of(served(base, None), facts, 32)
     registry = AdapterRegistry(tmp_path / "adapters")
     cfg = SleepConfig(
         expert=ExpertConfig(rank=16),
@@ -37,7 +37,7 @@ def test_one_sleep_teaches_the_default_model_without_drift(tmp_path: Path) -> No
     report = run_sleep(base, fact_records(facts, "slow"), registry, BASE, cfg)
 
     assert report.published is not None, report.gate.reasons
-    after, _ = recall_of(base, registry.path(report.published.version), facts, 32)
+    after, _ = recall_of(served(base, registry.path(report.published.version)), facts, 32)
     # The bar is modest on purpose (the full figures are in docs/BENCHMARKS.md): two more held-out probes
     # answered right, closed-book, than the base model manages, and no drift past the gate's threshold.
     assert after >= before + 2, f"closed-book recall {before}/{probes} -> {after}/{probes}"
