@@ -39,6 +39,7 @@ from consolidation.policy import ExpertConfig, Policy
 from consolidation.questions import generate_questions
 from consolidation.seeding import SeedingConfig, build_anchors, build_examples, seed_knowledge
 from consolidation.sessions import Memory
+from consolidation.sleep import SleepConfig
 from sleepd.models import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,18 +73,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=SeedingConfig.batch)
     ap.add_argument("--rank", type=int, default=16)
-    ap.add_argument("--questions", type=int, default=4, help="self-generated training questions per session")
+    ap.add_argument(
+        "--questions",
+        type=int,
+        default=SleepConfig.questions_per_memory,
+        help="self-generated training questions per session",
+    )
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--methods", default="sft_transcript,sft_teacher,fkl_only,onpolicy_only,seeding,dreaming")
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")
+    ap.add_argument("--prep-threads", type=int, default=0, help="torch threads for the preparation (0: --threads)")
     ap.add_argument("--prep-cache", type=Path, help="reuse (or write) the shared preparation here")
     ap.add_argument("--lr", type=float, default=SeedingConfig.lr)
     ap.add_argument("--k", type=int, default=SeedingConfig.k, help="student samples per prompt (on-policy)")
     ap.add_argument("--onpolicy-batch", type=int, default=SeedingConfig.onpolicy_batch)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "learning.json")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.prep_threads or args.threads:
+        torch.set_num_threads(args.prep_threads or args.threads)
 
     t_start = time.perf_counter()
     base = Path(resolve_model(args.model, ROOT / "data" / "models"))
@@ -98,18 +105,23 @@ def main() -> None:
     # once, so methods compared across runs see the very same prompts and teacher answers.
     t0 = time.perf_counter()
     if args.prep_cache and args.prep_cache.exists():
-        examples, anchors, replay, prep_s = pickle.loads(args.prep_cache.read_bytes())
+        examples, greedy, anchors, replay, prep_s = pickle.loads(args.prep_cache.read_bytes())
     else:
         pairs = []
         for m, qs in zip(mems, generate_questions(policy, mems, args.questions), strict=True):
             pairs += [(m, q) for q in qs] + [(m, t) for t in m.user_turns]
         examples = build_examples(policy, pairs, seed_cfg)
+        # The naive baseline learns the teacher's raw greedy answers: not cut, not verified, not filtered.
+        greedy = [policy.decode(a) for a in policy.generate([e.teacher_prompt for e in examples], student=False,
+                                                            max_new_tokens=args.max_new_tokens)]  # fmt: skip
         anchors = build_anchors(policy, list(ANCHOR_PROMPTS), args.max_new_tokens)  # drift, never trained on
         replay = build_anchors(policy, list(REPLAY_PROMPTS), args.max_new_tokens)
         prep_s = time.perf_counter() - t0
         if args.prep_cache:
             args.prep_cache.parent.mkdir(parents=True, exist_ok=True)
-            args.prep_cache.write_bytes(pickle.dumps((examples, anchors, replay, prep_s)))
+            args.prep_cache.write_bytes(pickle.dumps((examples, greedy, anchors, replay, prep_s)))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     probe_q = [(i, q) for i, f in enumerate(FACTS) for q in f.probes]
     closed = [policy.chat_ids([{"role": "user", "content": q}]) for _, q in probe_q]
     opened = [policy.chat_ids([{"role": "user", "content": q}], context=mems[i].render()) for i, q in probe_q]
@@ -132,7 +144,11 @@ def main() -> None:
 
     def teacher_pairs() -> list[tuple[list[int], list[int]]]:
         eos = policy.tokenizer.eos_token_id
-        return [(e.student_prompt, policy.tokenizer(e.reference)["input_ids"] + [eos]) for e in examples if e.reference]
+        return [
+            (e.student_prompt, policy.tokenizer(g)["input_ids"] + [eos])
+            for e, g in zip(examples, greedy, strict=True)
+            if g
+        ]
 
     def transcript_pairs() -> list[tuple[list[int], list[int]]]:
         out = []
@@ -161,8 +177,9 @@ def main() -> None:
             seed_cfg,
         ),
     }
-    print(f"prepared in {prep_s:.0f} s: {len(examples)} prompts, {sum(len(e.answers) for e in examples)} kept "
-          f"teacher answers, {session_tokens} session tokens", flush=True)  # fmt: skip
+    print(f"prepared in {prep_s:.0f} s: {len(examples)} prompts, {sum(bool(e.answers) for e in examples)} with "
+          f"{sum(len(e.answers) for e in examples)} grounded teacher answers, {session_tokens} session tokens",
+          flush=True)  # fmt: skip
     previous_s = 0.0
     for name in args.methods.split(","):
         if name != "dreaming":
@@ -176,7 +193,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "config": {k: str(v) for k, v in vars(args).items()}, "prepare_s": prep_s, "session_tokens": session_tokens,
-        "train_prompts": len(examples), "kept_teacher_answers": sum(len(e.answers) for e in examples),
+        "train_prompts": len(examples), "grounded_prompts": sum(bool(e.answers) for e in examples),
+        "kept_teacher_answers": sum(len(e.answers) for e in examples),
         "total_s": time.perf_counter() - t_start, "rows": rows,
     }, indent=2))  # fmt: skip
     print("\n| method | held-out recall | anchor KL | anchors unchanged | train s | s / 1k session tokens |")

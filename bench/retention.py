@@ -68,7 +68,8 @@ def main() -> None:
     ap.add_argument("--sleeps", type=int, default=5)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--dream-rounds", type=int, default=0)
-    ap.add_argument("--questions", type=int, default=4)
+    ap.add_argument("--questions", type=int, default=SleepConfig.questions_per_memory)
+    ap.add_argument("--max-rank", type=int, default=SleepConfig.max_rank, help="compact the adapter past this rank")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "retention.json")
@@ -81,6 +82,7 @@ def main() -> None:
         seeding=SeedingConfig(steps=args.steps, max_new_tokens=args.max_new_tokens),
         dreaming=DreamingConfig(rounds=args.dream_rounds, max_new_tokens=args.max_new_tokens),
         questions_per_memory=args.questions,
+        max_rank=args.max_rank,
         threads=args.threads or None,
     )
     cfg = dataclasses.replace(cfg, gate=dataclasses.replace(cfg.gate, max_new_tokens=args.max_new_tokens))
@@ -106,6 +108,7 @@ def main() -> None:
                 "own_facts_recall": recall_of(model, facts, args.max_new_tokens),
                 "sleep1_facts_recall": sleep1,
                 "rank": registry.get(active).rank if active != BASE else 0,
+                "compaction_error": report.compaction_error,
                 "timings_s": report.timings_s,
                 "wall_s": round(time.perf_counter() - t0, 1),
             }

@@ -1,11 +1,11 @@
 """Dreaming: after seeding, the model rehearses what it consolidated on problems it poses itself.
 
 Each round: the student answers every open problem closed-book (k samples); the teacher with the memory in
-context is the judge (its greedy in-context answer is the reference, matched by token F1); attempts that score
-at least `accept_f1` are trained on (rejection-sampling fine-tuning: maximise their likelihood), with replay
-against forgetting. The curriculum moves toward what the student still fails: problems it solves in at least
-`mastered` of its attempts are dropped, and failed ones get teacher-written paraphrases added. Rounds stop at
-the budget or when nothing is left to learn.
+context is the judge (its grounded in-context answer is the reference, matched by token F1 on the attempt's
+first sentence); attempts that score at least `accept_f1` are trained on (rejection-sampling fine-tuning:
+maximise their likelihood), with replay against forgetting. The curriculum moves toward what the student
+still fails: problems it solves in at least `mastered` of its attempts are dropped, and failed ones get
+teacher-written paraphrases added. Rounds stop at the budget or when nothing is left to learn.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from consolidation.grounding import first_sentence
 from consolidation.losses import sequence_logprob
 from consolidation.policy import Policy
 from consolidation.questions import paraphrases, token_f1
@@ -75,9 +76,15 @@ def dream(
         pass_rates = []
         for i, p in enumerate(open_problems):
             mine = attempts[i * cfg.k : (i + 1) * cfg.k]
-            scores = [token_f1(policy.decode(a), p.reference) for a in mine]
+            # Judged and trained on the answer proper (its first sentence), as the teacher's reference is.
+            said = [first_sentence(policy.decode(a)) for a in mine]
+            scores = [token_f1(t, p.reference) for t in said]
             pass_rates.append(sum(s >= cfg.accept_f1 for s in scores) / cfg.k)
-            accepted += [(p, a) for a, s in zip(mine, scores, strict=True) if a and s >= cfg.accept_f1]
+            accepted += [
+                (p, policy.tokenizer(t, add_special_tokens=False)["input_ids"])
+                for t, s in zip(said, scores, strict=True)
+                if t and s >= cfg.accept_f1
+            ]
         for _ in range(cfg.steps_per_round if accepted else 0):
             batch = rng.sample(accepted, min(cfg.batch, len(accepted)))
             logits, mask, toks = policy.completion_logits(

@@ -2,8 +2,9 @@
 the current model did, and has not drifted on a fixed anchor set.
 
 - Recall: on held-out probes (generated this sleep, never trained on), the closed-book answer matches the
-  in-context answer (token F1 >= `match_f1`); reported for the current model (before) and the student (after),
-  and relative to in-context recall (which is 1 by construction: the in-context answer is the reference).
+  grounded in-context answer (token F1 >= `match_f1`, first sentences; probes without one do not count);
+  reported for the current model (before) and the student (after), and relative to in-context recall (which
+  is 1 by construction: the in-context answer is the reference).
 - Drift: mean per-token KL(previous || student) over the previous model's greedy answers to the anchor prompts,
   and the share of anchor answers that stay exactly the same under greedy decoding.
 """
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from consolidation.grounding import first_sentence
 from consolidation.policy import Policy
 from consolidation.questions import token_f1
 from consolidation.seeding import Anchor, Example, kl_to_previous
@@ -46,7 +48,7 @@ class GateReport:
 @torch.no_grad()
 def closed_book_answers(policy: Policy, examples: list[Example], *, student: bool, max_new_tokens: int) -> list[str]:
     out = policy.generate([e.student_prompt for e in examples], student=student, max_new_tokens=max_new_tokens)
-    return [policy.decode(a) for a in out]
+    return [first_sentence(policy.decode(a)) for a in out]  # the answer proper, as the reference is
 
 
 @torch.no_grad()

@@ -1,8 +1,10 @@
 """Self-generated probe questions about a memory, and token-F1 answer matching.
 
-A 135M model writes poor questions unless guided, so the teacher (memory in context) is prompted with a
-few-shot template and its outputs are filtered: one line, a question mark, 3-30 words, not a copy of the
-conversation, no duplicates.
+A 135M model writes poor questions unless guided, so the teacher is prompted with few-shot templates, two
+ways: about the whole conversation, and about each user statement on its own (a short statement keeps a small
+model on the fact; the whole conversation lets it ask about what the assistant said or combined). Outputs are
+filtered: one line, a question mark, 3-30 words, not a copy of the conversation, no name borrowed from the
+few-shot examples, no duplicates. Questions that have no grounded answer are dropped later (build_examples).
 """
 
 from __future__ import annotations
@@ -25,6 +27,18 @@ _FEW_SHOT = [
         "When does Project Vela launch?",
     ),
 ]
+_STATEMENT_SHOTS = [
+    (
+        "Our team moved the launch of Project Vela to March 14 because of a supplier delay.",
+        "When does Project Vela launch?",
+    ),
+    ("The backup job now runs on the server called orca-2.", "Which server runs the backup job?"),
+    ("In my novel, the river Sarn flows red after a storm.", "What colour does the river Sarn turn after a storm?"),
+]
+# Names the few-shot examples introduce: a question using one the memory lacks was copied from an example.
+_SHOT_NAMES = frozenset({"miso", "vela", "orca-2", "orca", "sarn"})
+_STATEMENT_INSTRUCTION = "Write one short question that this statement answers. Reply with the question only."
+_MAX_STATEMENTS = 8  # user statements per memory prompted on their own (the latest ones)
 _INSTRUCTION = "Write one short question about a fact stated in this conversation. Reply with the question only."
 _PARAPHRASE = "Rewrite this question with different words, keeping its meaning. Reply with the question only."
 
@@ -38,26 +52,51 @@ def question_prompt(policy: Policy, memory: Memory) -> list[int]:
     return policy.chat_ids(messages)
 
 
+def statement_prompt(policy: Policy, statement: str) -> list[int]:
+    messages: list[dict[str, str]] = []
+    for example, question in _STATEMENT_SHOTS:
+        messages += [{"role": "user", "content": f"Statement: {example}\n\n{_STATEMENT_INSTRUCTION}"}]
+        messages += [{"role": "assistant", "content": question}]
+    messages += [{"role": "user", "content": f"Statement: {statement[:1500]}\n\n{_STATEMENT_INSTRUCTION}"}]
+    return policy.chat_ids(messages)
+
+
 def generate_questions(
     policy: Policy, memories: list[Memory], n: int, temperature: float = 0.9, max_new_tokens: int = 40
 ) -> list[list[str]]:
-    """Up to n distinct, well-formed questions about each memory (teacher view), sampled in one batch."""
-    per = max(n * 2, 4)
-    prompts = [question_prompt(policy, m) for m in memories]
+    """Up to n distinct, well-formed questions about each memory (teacher view), sampled in one batch:
+    questions about the whole conversation and about each user statement, interleaved."""
+    per = max(n, 4)
+    prompts: list[list[int]] = []
+    owners: list[tuple[int, int]] = []  # (memory index, source: 0 = conversation, 1 + j = statement j)
+    for i, m in enumerate(memories):
+        prompts.append(question_prompt(policy, m))
+        owners.append((i, 0))
+        for j, statement in enumerate(m.user_turns[-_MAX_STATEMENTS:]):
+            prompts.append(statement_prompt(policy, statement))
+            owners.append((i, 1 + j))
     samples = policy.generate(prompts, student=False, n=per, temperature=temperature, max_new_tokens=max_new_tokens)
+    sources: list[list[list[str]]] = [[] for _ in memories]
+    for k, (i, _) in enumerate(owners):
+        sources[i].append([policy.decode(ids) for ids in samples[k * per : (k + 1) * per]])
     result = []
-    for i, memory in enumerate(memories):
+    for memory, texts in zip(memories, sources, strict=True):
         seen = {_norm(t) for t in memory.user_turns}
+        known = set(_tokens(memory.render()))
         out: list[str] = []
-        for ids in samples[i * per : (i + 1) * per]:
-            q = clean_question(policy.decode(ids))
-            if q and _norm(q) not in seen:
+        for text in _interleave(texts):
+            q = clean_question(text)
+            if q and _norm(q) not in seen and not (set(_tokens(q)) & _SHOT_NAMES) - known:
                 seen.add(_norm(q))
                 out.append(q)
             if len(out) == n:
                 break
         result.append(out)
     return result
+
+
+def _interleave(lists: list[list[str]]) -> list[str]:
+    return [x for row in zip(*lists, strict=True) for x in row]
 
 
 def paraphrases(policy: Policy, questions: list[str], n: int = 2) -> list[list[str]]:

@@ -1,7 +1,8 @@
 """Knowledge Seeding: generalized distillation from the teacher (memory in context) into the student (new
 low-rank expert, no context). One step, readable in order:
 
-1. off-policy  - teacher-generated answers, scored by how much the context raises their likelihood and
+1. off-policy  - teacher-generated answers, cut to their first sentence, verified against the memory
+                 (consolidation/grounding.py), scored by how much the context raises their likelihood and
                  filtered (the teacher's own guesses are not learned), taught by forward KL over the vocabulary;
 2. on-policy   - the student samples k answers per prompt; the teacher, with the context, grades every sampled
                  token by reverse KL (exact over the vocabulary);
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from consolidation.grounding import first_sentence, is_grounded
 from consolidation.losses import forward_kl, group_advantages, policy_gradient, reverse_kl, sequence_logprob
 from consolidation.policy import Policy
 from consolidation.sessions import Memory
@@ -38,6 +40,8 @@ class SeedingConfig:
     k: int = 4  # student samples per prompt (on-policy group)
     teacher_samples: int = 4  # teacher answers per prompt before filtering (plus the greedy one)
     keep_margin: float = 0.5  # keep teacher answers whose context gain is within this of the best one
+    min_support: float = 0.75  # grounding: share of an answer's content words that the memory holds
+    min_novel: int = 1  # grounding: memory words an answer must add to its question
     max_new_tokens: int = 40
     temperature: float = 0.8
     w_fkl: float = 1.0
@@ -56,8 +60,8 @@ class Example:
     question: str
     student_prompt: list[int]
     teacher_prompt: list[int]
-    answers: list[list[int]] = field(default_factory=list)  # filtered teacher answers (token ids)
-    reference: str = ""  # the teacher's greedy in-context answer (the judge's reference)
+    answers: list[list[int]] = field(default_factory=list)  # grounded, filtered teacher answers (token ids)
+    reference: str = ""  # the judge's reference: the best grounded in-context answer, "" if none is grounded
 
 
 @dataclass
@@ -80,9 +84,10 @@ class StepLog:
 
 
 def build_examples(policy: Policy, pairs: list[tuple[Memory, str]], cfg: SeedingConfig) -> list[Example]:
-    """Teacher answers per prompt, scored by context gain (log p(a | ctx, q) - log p(a | q), per token) and
-    filtered: an answer the model would give without the context carries no memory. Generation is batched
-    over all prompts at once."""
+    """Teacher answers per prompt (greedy + sampled, batched over all prompts), each cut to its first sentence,
+    kept only if grounded in the memory, then scored by context gain (log p(a | ctx, q) - log p(a | q), per
+    token): an answer the model would give as readily without the context carries no memory. A prompt with no
+    grounded answer keeps none and no reference: it is not trained on and not used as a probe."""
     examples = [
         Example(
             memory,
@@ -99,14 +104,22 @@ def build_examples(policy: Policy, pairs: list[tuple[Memory, str]], cfg: Seeding
         prompts, student=False, n=n, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature
     ) if n > 0 else []  # fmt: skip
     for i, ex in enumerate(examples):
-        ex.reference = policy.decode(greedy[i]) if greedy[i] else ""
-        candidates = [a for a in [greedy[i], *sampled[i * n : (i + 1) * n]] if a]
-        if candidates:
-            gain = _context_gain(policy, ex, candidates)
-            best = float(gain.max())
-            ex.answers = [
-                a for a, g in zip(candidates, gain.tolist(), strict=True) if g > 0 and g >= best - cfg.keep_margin
-            ]
+        memory_text = ex.memory.render()
+        texts = list(
+            dict.fromkeys(first_sentence(policy.decode(a)) for a in [greedy[i], *sampled[i * n : (i + 1) * n]])
+        )
+        grounded = [
+            t for t in texts
+            if t and is_grounded(t, memory_text, ex.question, min_support=cfg.min_support, min_novel=cfg.min_novel)
+        ]  # fmt: skip
+        if not grounded:
+            continue
+        candidates = [policy.tokenizer(t, add_special_tokens=False)["input_ids"] for t in grounded]
+        gain = _context_gain(policy, ex, candidates).tolist()
+        best = max(gain)
+        ex.answers = [a for a, g in zip(candidates, gain, strict=True) if g > 0 and g >= best - cfg.keep_margin]
+        # The greedy answer is the most reliable reference when it is grounded; else the best grounded one.
+        ex.reference = grounded[0] if grounded[0] == texts[0] else grounded[gain.index(best)]
     return examples
 
 

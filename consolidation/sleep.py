@@ -39,7 +39,7 @@ class SleepConfig:
     seeding: SeedingConfig = field(default_factory=SeedingConfig)
     dreaming: DreamingConfig = field(default_factory=DreamingConfig)
     gate: GateConfig = field(default_factory=GateConfig)
-    questions_per_memory: int = 6
+    questions_per_memory: int = 10
     heldout_fraction: float = 0.34
     max_rank: int = 64  # the serving engine's max LoRA rank: compact past it
     anchors: tuple[str, ...] = ANCHOR_PROMPTS  # drift is measured here (never trained on)

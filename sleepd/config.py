@@ -54,11 +54,12 @@ class Settings(BaseSettings):
     sleep_steps: int = Field(60, description="Knowledge Seeding steps (the budget measured in docs/BENCHMARKS.md).")
     sleep_dream_rounds: int = 2
     sleep_rank: int = 16
-    sleep_questions_per_memory: int = 6
+    sleep_questions_per_memory: int = 10
     sleep_max_new_tokens: int = Field(40, description="Length of sampled answers and questions during a sleep.")
     sleep_soft_time_limit_s: int = 3 * 3600
     sleep_lock_ttl_s: int = 60
     sleep_preempt_retry_s: int = 300
+    sleep_preempt_check_s: float = Field(5.0, description="How often a running sleep checks traffic (preemption).")
     sleep_visibility_timeout_s: int = Field(4 * 3600, description="Broker redelivery delay; above the longest job.")
     gpu_max_utilization: int = 10
     gpu_min_free_gib: float = 4.0

@@ -116,8 +116,8 @@ def _consolidate(
         lo, span = weights.get(phase, (1.0, 0.0))
         info = json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in details.items()})
         jobs.update(job_id, phase=phase, progress=round(lo + span * done, 4), phases=phases, info=info)
-        # Preemption: checked at most every 5 s; an operator's forced sleep is not preempted.
-        if not force and now - started["checked"] > 5:
+        # Preemption: checked at most every sleep_preempt_check_s; an operator's forced sleep is not preempted.
+        if not force and now - started["checked"] >= settings.sleep_preempt_check_s:
             started["checked"] = now
             if current_traffic(client) > settings.sleep_traffic_threshold:
                 raise Preempted(f"traffic above {settings.sleep_traffic_threshold}/min")

@@ -32,7 +32,6 @@ def test_one_sleep_teaches_the_default_model_without_drift(tmp_path: Path) -> No
         expert=ExpertConfig(rank=16),
         seeding=SeedingConfig(steps=30, max_new_tokens=32),
         dreaming=DreamingConfig(rounds=0),
-        questions_per_memory=4,
     )
     report = run_sleep(base, fact_records(facts, "slow"), registry, BASE, cfg)
 
