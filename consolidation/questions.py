@@ -44,20 +44,19 @@ _PARAPHRASE = "Rewrite this question with different words, keeping its meaning. 
 
 
 def question_prompt(policy: Policy, memory: Memory) -> list[int]:
-    messages: list[dict[str, str]] = []
-    for convo, question in _FEW_SHOT:
-        messages += [{"role": "user", "content": f"Conversation:\n{convo}\n\n{_INSTRUCTION}"}]
-        messages += [{"role": "assistant", "content": question}]
-    messages += [{"role": "user", "content": f"Conversation:\n{memory.render(3000)}\n\n{_INSTRUCTION}"}]
-    return policy.chat_ids(messages)
+    return _few_shot(policy, _FEW_SHOT, "Conversation:\n", memory.render(3000), _INSTRUCTION)
 
 
 def statement_prompt(policy: Policy, statement: str) -> list[int]:
+    return _few_shot(policy, _STATEMENT_SHOTS, "Statement: ", statement[:1500], _STATEMENT_INSTRUCTION)
+
+
+def _few_shot(policy: Policy, shots: list[tuple[str, str]], label: str, text: str, instruction: str) -> list[int]:
     messages: list[dict[str, str]] = []
-    for example, question in _STATEMENT_SHOTS:
-        messages += [{"role": "user", "content": f"Statement: {example}\n\n{_STATEMENT_INSTRUCTION}"}]
+    for example, question in shots:
+        messages += [{"role": "user", "content": f"{label}{example}\n\n{instruction}"}]
         messages += [{"role": "assistant", "content": question}]
-    messages += [{"role": "user", "content": f"Statement: {statement[:1500]}\n\n{_STATEMENT_INSTRUCTION}"}]
+    messages += [{"role": "user", "content": f"{label}{text}\n\n{instruction}"}]
     return policy.chat_ids(messages)
 
 
