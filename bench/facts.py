@@ -44,7 +44,7 @@ FACTS: tuple[Fact, ...] = (
             "No, that's all for now.",
         ),
         ("What is the name of the staging server?", "Which server is used for staging?"),
-        ("bluefin",),
+        ("bluefin-7", "bluefin 7"),  # "bluefin-3" is a wrong answer
     ),
     Fact(
         _s(

@@ -36,8 +36,7 @@ from consolidation.dreaming import DreamingConfig, dream
 from consolidation.gate import anchor_drift
 from consolidation.losses import sequence_logprob
 from consolidation.policy import ExpertConfig, Policy
-from consolidation.questions import generate_questions
-from consolidation.seeding import SeedingConfig, build_anchors, build_examples, seed_knowledge
+from consolidation.seeding import SeedingConfig, build_anchors, build_examples, grounded_questions, seed_knowledge
 from consolidation.sessions import Memory
 from consolidation.sleep import SleepConfig
 from sleepd.models import resolve_model
@@ -77,8 +76,9 @@ def main() -> None:
         "--questions",
         type=int,
         default=SleepConfig.questions_per_memory,
-        help="self-generated training questions per session",
+        help="self-generated questions with a grounded teacher answer, per session",
     )
+    ap.add_argument("--question-rounds", type=int, default=SleepConfig.question_rounds)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--methods", default="sft_transcript,sft_teacher,fkl_only,onpolicy_only,seeding,dreaming")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")
@@ -107,10 +107,9 @@ def main() -> None:
     if args.prep_cache and args.prep_cache.exists():
         examples, greedy, anchors, replay, prep_s = pickle.loads(args.prep_cache.read_bytes())
     else:
-        pairs = []
-        for m, qs in zip(mems, generate_questions(policy, mems, args.questions), strict=True):
-            pairs += [(m, q) for q in qs] + [(m, t) for t in m.user_turns]
-        examples = build_examples(policy, pairs, seed_cfg)
+        asked = grounded_questions(policy, mems, args.questions, seed_cfg, args.question_rounds)
+        examples = [e for found in asked for e in found]
+        examples += build_examples(policy, [(m, t) for m in mems for t in m.user_turns], seed_cfg)
         # The naive baseline learns the teacher's raw greedy answers: not cut, not verified, not filtered.
         greedy = [policy.decode(a) for a in policy.generate([e.teacher_prompt for e in examples], student=False,
                                                             max_new_tokens=args.max_new_tokens)]  # fmt: skip

@@ -1,11 +1,14 @@
 """Dreaming: after seeding, the model rehearses what it consolidated on problems it poses itself.
 
 Each round: the student answers every open problem closed-book (k samples); the teacher with the memory in
-context is the judge (its grounded in-context answer is the reference, matched by token F1 on the attempt's
-first sentence); attempts that score at least `accept_f1` are trained on (rejection-sampling fine-tuning:
-maximise their likelihood), with replay against forgetting. The curriculum moves toward what the student
-still fails: problems it solves in at least `mastered` of its attempts are dropped, and failed ones get
-teacher-written paraphrases added. Rounds stop at the budget or when nothing is left to learn.
+context is the judge: its grounded in-context answer is the reference, and an attempt's first sentence scores
+by grounding.answer_f1, which counts only what the answer adds to the question. Attempts that score at least
+`accept_f1` are trained on (rejection-sampling fine-tuning: maximise their likelihood, spread evenly over
+memories), with replay against forgetting. A problem that no attempt solves trains on the judge's answer
+instead (`hint_failures`, STaR's "rationalization"): rejection sampling alone never reaches the facts the
+student does not half-know, and those are the ones recall misses. The curriculum moves toward what the
+student still fails: problems it solves in at least `mastered` of its attempts are dropped, and failed ones
+get teacher-written paraphrases added. Rounds stop at the budget or when nothing is left to learn.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from dataclasses import dataclass
 
 import torch
 
-from consolidation.grounding import first_sentence
+from consolidation.grounding import answer_f1, first_sentence
 from consolidation.losses import sequence_logprob
 from consolidation.policy import Policy
-from consolidation.questions import paraphrases, token_f1
-from consolidation.seeding import Anchor, Example, SeedingConfig, build_examples, replay_loss
+from consolidation.questions import paraphrases
+from consolidation.seeding import Anchor, Example, SeedingConfig, balanced_sample, build_examples, replay_loss
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class DreamingConfig:
     accept_f1: float = 0.6
     mastered: float = 0.75
     paraphrases: int = 1
+    hint_failures: bool = True  # a problem no attempt solves trains on the judge's reference answer
     lr: float = 3e-4
     temperature: float = 0.8
     max_new_tokens: int = 40
@@ -46,6 +50,7 @@ class RoundLog:
     problems: int
     pass_rate: float
     accepted: int
+    hinted: int
     dropped: int
     added: int
     seconds: float
@@ -73,20 +78,24 @@ def dream(
             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
         )  # fmt: skip
         accepted: list[tuple[Example, list[int]]] = []
-        pass_rates = []
+        pass_rates: list[float] = []
+        hinted = 0
         for i, p in enumerate(open_problems):
             mine = attempts[i * cfg.k : (i + 1) * cfg.k]
             # Judged and trained on the answer proper (its first sentence), as the teacher's reference is.
             said = [first_sentence(policy.decode(a)) for a in mine]
-            scores = [token_f1(t, p.reference) for t in said]
+            scores = [answer_f1(t, p.reference, p.question) for t in said]
             pass_rates.append(sum(s >= cfg.accept_f1 for s in scores) / cfg.k)
             accepted += [
                 (p, policy.tokenizer(t, add_special_tokens=False)["input_ids"])
                 for t, s in zip(said, scores, strict=True)
                 if t and s >= cfg.accept_f1
             ]
+            if cfg.hint_failures and pass_rates[-1] == 0:  # no attempt is right: learn the judge's answer
+                accepted.append((p, policy.tokenizer(p.reference, add_special_tokens=False)["input_ids"]))
+                hinted += 1
         for _ in range(cfg.steps_per_round if accepted else 0):
-            batch = rng.sample(accepted, min(cfg.batch, len(accepted)))
+            batch = balanced_sample(rng, accepted, lambda pa: pa[0].memory.session_id, cfg.batch)
             logits, mask, toks = policy.completion_logits(
                 [p.student_prompt for p, _ in batch], [a for _, a in batch], student=True
             )
@@ -100,10 +109,11 @@ def dream(
         # Curriculum: drop what is mastered, add paraphrases of what still fails.
         keep = [p for p, r in zip(open_problems, pass_rates, strict=True) if r < cfg.mastered]
         failing = [p for p, r in zip(open_problems, pass_rates, strict=True) if r == 0]
-        reworded = paraphrases(policy, [p.question for p in failing], cfg.paraphrases) if failing else []
+        asked = [p.question for p in failing]
+        reworded = paraphrases(policy, asked, cfg.paraphrases) if asked and cfg.paraphrases else [[] for _ in asked]
         new_pairs = [(p.memory, q) for p, qs in zip(failing, reworded, strict=True) for q in qs]
         added = [e for e in build_examples(policy, new_pairs, seeding_cfg) if e.reference]
-        log = RoundLog(rnd, len(open_problems), sum(pass_rates) / len(pass_rates), len(accepted),
+        log = RoundLog(rnd, len(open_problems), sum(pass_rates) / len(pass_rates), len(accepted) - hinted, hinted,
                        len(open_problems) - len(keep), len(added), time.perf_counter() - start)  # fmt: skip
         logs.append(log)
         if on_round:

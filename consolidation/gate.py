@@ -1,8 +1,9 @@
 """The publish gate: a new adapter is published only if it recalls the new knowledge closed-book better than
 the current model did, and has not drifted on a fixed anchor set.
 
-- Recall: on held-out probes (generated this sleep, never trained on), the closed-book answer matches the
-  grounded in-context answer (token F1 >= `match_f1`, first sentences; probes without one do not count);
+- Recall: on held-out probes (generated this sleep, never trained on), the closed-book answer states what the
+  grounded in-context answer adds to the question (grounding.answer_f1 >= `match_f1`, first sentences; probes
+  without a grounded answer do not count);
   reported for the current model (before) and the student (after), and relative to in-context recall (which
   is 1 by construction: the in-context answer is the reference).
 - Drift: mean per-token KL(previous || student) over the previous model's greedy answers to the anchor prompts,
@@ -15,9 +16,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from consolidation.grounding import first_sentence
+from consolidation.grounding import answer_f1, first_sentence
 from consolidation.policy import Policy
-from consolidation.questions import token_f1
 from consolidation.seeding import Anchor, Example, kl_to_previous
 
 
@@ -62,9 +62,10 @@ def anchor_drift(policy: Policy, anchors: list[Anchor], max_new_tokens: int) -> 
     return kl, unchanged
 
 
-def recall(answers: list[str], references: list[str], match_f1: float) -> float:
-    pairs = [(a, r) for a, r in zip(answers, references, strict=True) if r]
-    return sum(token_f1(a, r) >= match_f1 for a, r in pairs) / max(len(pairs), 1)
+def recall(answers: list[str], probes: list[Example], match_f1: float) -> float:
+    """Share of the probes with a reference whose answer states the reference's fact (answer_f1 >= match_f1)."""
+    pairs = [(a, p) for a, p in zip(answers, probes, strict=True) if p.reference]
+    return sum(answer_f1(a, p.reference, p.question) >= match_f1 for a, p in pairs) / max(len(pairs), 1)
 
 
 def evaluate(
@@ -76,9 +77,8 @@ def evaluate(
     heldout: bool,
     recall_before: float,
 ) -> GateReport:
-    refs = [e.reference for e in probes]
     after = recall(
-        closed_book_answers(policy, probes, student=True, max_new_tokens=cfg.max_new_tokens), refs, cfg.match_f1
+        closed_book_answers(policy, probes, student=True, max_new_tokens=cfg.max_new_tokens), probes, cfg.match_f1
     )
     kl, unchanged = anchor_drift(policy, anchors, cfg.max_new_tokens)
     reasons = []

@@ -10,6 +10,10 @@ sentence (the answer proper; what follows is where invention starts) and kept on
 - **informative**: it holds at least `min_novel` content words from the memory that the question does not,
   i.e. something only the memory could have supplied.
 
+An answer whose first sentence wraps the fact in invention may keep its first clause instead (grounded_part).
+The same words judge a student's closed-book attempt (answer_f1): it scores only what the attempt adds to the
+question, so echoing the question earns nothing.
+
 Words are compared on a crude stem (no final "s", then a 5-letter prefix), so "batteries" supports
 "battery" and "works" supports "work". The stopword list is English;
 in other languages more words count as content, which makes the check stricter, not looser.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections import Counter
 from dataclasses import dataclass
 
 _STOPWORDS = frozenset(
@@ -32,6 +37,7 @@ _STOPWORDS = frozenset(
 )
 _PUNCT = str.maketrans({c: " " for c in string.punctuation if c not in "-'"})
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n")
+_CLAUSE_END = re.compile(r"[,;:(]\s|\s[-\u2013\u2014]\s")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,22 @@ class Grounding:
 def first_sentence(text: str) -> str:
     text = text.strip()
     return _SENTENCE_END.split(text, maxsplit=1)[0].strip() if text else ""
+
+
+def grounded_part(
+    answer: str, memory: str, question: str, *, min_support: float = 0.75, min_novel: int = 1
+) -> str | None:
+    """The answer proper, if grounded: its first sentence, or that sentence's first clause when the clause is
+    better supported ("The meeting is on Thursday, December 21st." keeps "The meeting is on Thursday": the
+    fact, without the invented date). None if neither is grounded."""
+    sentence = first_sentence(answer)
+    clause = _CLAUSE_END.split(sentence, maxsplit=1)[0].strip()
+    best: tuple[float, str] | None = None
+    for part in dict.fromkeys([sentence, clause]):  # the sentence first: it wins ties
+        g = grounding(part, memory, question)
+        if g.support >= min_support and g.novel >= min_novel and (best is None or g.support > best[0]):
+            best = (g.support, part)
+    return best[1] if best else None
 
 
 def grounding(answer: str, memory: str, question: str) -> Grounding:
@@ -59,6 +81,21 @@ def grounding(answer: str, memory: str, question: str) -> Grounding:
 def is_grounded(answer: str, memory: str, question: str, *, min_support: float = 0.75, min_novel: int = 1) -> bool:
     g = grounding(answer, memory, question)
     return g.support >= min_support and g.novel >= min_novel
+
+
+def answer_f1(answer: str, reference: str, question: str) -> float:
+    """How well an answer states what the reference adds to the question: token F1 over content words (on
+    their stems) that are not in the question. The judge of Dreaming and the gate: plain token F1 rewards an
+    answer that echoes the question ("The cabin wifi password is sunflower." shares most of its words with
+    "The cabin wifi password is pinecone42."), this scores only the fact. 0 when either side adds nothing."""
+    asked = {_key(w) for w in _words(question)}
+    said = Counter(k for k in (_key(w) for w in _words(answer) if w not in _STOPWORDS) if k not in asked)
+    meant = Counter(k for k in (_key(w) for w in _words(reference) if w not in _STOPWORDS) if k not in asked)
+    common = sum((said & meant).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / sum(said.values()), common / sum(meant.values())
+    return 2 * precision * recall / (precision + recall)
 
 
 def _words(text: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Self-generated probe questions about a memory, and token-F1 answer matching.
+"""Self-generated probe questions about a memory.
 
 A 135M model writes poor questions unless guided, so the teacher is prompted with few-shot templates, two
 ways: about the whole conversation, and about each user statement on its own (a short statement keeps a small
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import string
-from collections import Counter
 
 from consolidation.policy import Policy
 from consolidation.sessions import Memory
@@ -115,18 +114,6 @@ def clean_question(text: str) -> str | None:
     if not line.endswith("?") or not 3 <= len(line.split()) <= 30:
         return None
     return line
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    """SQuAD-style token F1 after lower-casing and dropping punctuation and articles."""
-    p, r = _tokens(prediction), _tokens(reference)
-    if not p or not r:
-        return float(p == r)
-    common = sum((Counter(p) & Counter(r)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(p), common / len(r)
-    return 2 * precision * recall / (precision + recall)
 
 
 def _tokens(text: str) -> list[str]:

@@ -22,13 +22,17 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
-from consolidation.grounding import first_sentence, is_grounded
+from consolidation.grounding import grounded_part
 from consolidation.losses import forward_kl, group_advantages, policy_gradient, reverse_kl, sequence_logprob
 from consolidation.policy import Policy
+from consolidation.questions import generate_questions
 from consolidation.sessions import Memory
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,8 @@ class StepLog:
 
 
 def build_examples(policy: Policy, pairs: list[tuple[Memory, str]], cfg: SeedingConfig) -> list[Example]:
-    """Teacher answers per prompt (greedy + sampled, batched over all prompts), each cut to its first sentence,
-    kept only if grounded in the memory, then scored by context gain (log p(a | ctx, q) - log p(a | q), per
+    """Teacher answers per prompt (greedy + sampled, batched over all prompts), each cut to its first sentence
+    (or clause), kept only if grounded in the memory, then scored by context gain (log p(a | ctx, q) - log p(a | q), per
     token): an answer the model would give as readily without the context carries no memory. A prompt with no
     grounded answer keeps none and no reference: it is not trained on and not used as a probe."""
     examples = [
@@ -105,13 +109,12 @@ def build_examples(policy: Policy, pairs: list[tuple[Memory, str]], cfg: Seeding
     ) if n > 0 else []  # fmt: skip
     for i, ex in enumerate(examples):
         memory_text = ex.memory.render()
-        texts = list(
-            dict.fromkeys(first_sentence(policy.decode(a)) for a in [greedy[i], *sampled[i * n : (i + 1) * n]])
-        )
-        grounded = [
-            t for t in texts
-            if t and is_grounded(t, memory_text, ex.question, min_support=cfg.min_support, min_novel=cfg.min_novel)
+        parts = [
+            grounded_part(policy.decode(a), memory_text, ex.question, min_support=cfg.min_support,
+                          min_novel=cfg.min_novel)
+            for a in [greedy[i], *sampled[i * n : (i + 1) * n]]
         ]  # fmt: skip
+        grounded = list(dict.fromkeys(p for p in parts if p))
         if not grounded:
             continue
         candidates = [policy.tokenizer(t, add_special_tokens=False)["input_ids"] for t in grounded]
@@ -119,8 +122,36 @@ def build_examples(policy: Policy, pairs: list[tuple[Memory, str]], cfg: Seeding
         best = max(gain)
         ex.answers = [a for a, g in zip(candidates, gain, strict=True) if g > 0 and g >= best - cfg.keep_margin]
         # The greedy answer is the most reliable reference when it is grounded; else the best grounded one.
-        ex.reference = grounded[0] if grounded[0] == texts[0] else grounded[gain.index(best)]
+        ex.reference = parts[0] or grounded[gain.index(best)]
     return examples
+
+
+def grounded_questions(
+    policy: Policy, memories: list[Memory], n: int, cfg: SeedingConfig, rounds: int = 1
+) -> list[list[Example]]:
+    """Up to n self-generated questions per memory that have a grounded teacher answer, as examples. A 135M
+    model writes many questions its teacher cannot answer from the memory (docs/BENCHMARKS.md: 30 of 90 kept),
+    and unevenly: the memories it covered thinly were the ones recall missed. So memories still short of n
+    are asked again, with fresh samples, up to `rounds` times in all."""
+    found: list[list[Example]] = [[] for _ in memories]
+    asked: list[set[str]] = [set() for _ in memories]
+    for _ in range(rounds):
+        short = [i for i in range(len(memories)) if len(found[i]) < n]
+        if not short:
+            break
+        fresh = generate_questions(policy, [memories[i] for i in short], n, max_new_tokens=cfg.max_new_tokens)
+        owners: list[int] = []
+        pairs: list[tuple[Memory, str]] = []
+        for i, questions in zip(short, fresh, strict=True):
+            for q in questions:
+                if q.lower() not in asked[i]:
+                    asked[i].add(q.lower())
+                    owners.append(i)
+                    pairs.append((memories[i], q))
+        for i, e in zip(owners, build_examples(policy, pairs, cfg), strict=True):
+            if e.reference and len(found[i]) < n:
+                found[i].append(e)
+    return found
 
 
 def build_anchors(policy: Policy, prompts: list[str], max_new_tokens: int) -> list[Anchor]:
@@ -143,7 +174,7 @@ def seed_knowledge(
     usable = [e for e in examples if e.answers] or examples
     for step in range(1, cfg.steps + 1):
         start = time.perf_counter()
-        batch = rng.sample(usable, min(cfg.batch, len(usable)))
+        batch = balanced_sample(rng, usable, lambda e: e.memory.session_id, cfg.batch)
         tokens = 0
 
         # 1. off-policy: filtered teacher answers, forward KL(teacher with context || student without).
@@ -200,6 +231,23 @@ def seed_knowledge(
         if on_step:
             on_step(log)
     return logs
+
+
+def balanced_sample(rng: random.Random, items: list[T], owner: Callable[[T], str], size: int) -> list[T]:
+    """Up to `size` distinct items spread evenly over their owners (memories), owners in random order: a
+    memory that few questions cover is trained as often as one that many do. Uniform sampling over items
+    starved exactly the facts the model recalled worst (docs/BENCHMARKS.md)."""
+    pools: dict[str, list[T]] = {}
+    for item in items:
+        pools.setdefault(owner(item), []).append(item)
+    queues = [rng.sample(pool, len(pool)) for pool in pools.values()]
+    rng.shuffle(queues)
+    out: list[T] = []
+    while len(out) < size and any(queues):
+        for queue in queues:
+            if queue and len(out) < size:
+                out.append(queue.pop())
+    return out
 
 
 def replay_loss(policy: Policy, anchors: list[Anchor], rng: random.Random, batch: int) -> tuple[torch.Tensor, int]:

@@ -54,7 +54,10 @@ class Settings(BaseSettings):
     sleep_steps: int = Field(60, description="Knowledge Seeding steps (the budget measured in docs/BENCHMARKS.md).")
     sleep_dream_rounds: int = 2
     sleep_rank: int = 16
-    sleep_questions_per_memory: int = 10
+    sleep_questions_per_memory: int = Field(
+        10, description="Self-generated questions with a grounded answer, per session."
+    )
+    sleep_question_rounds: int = Field(1, description="Times questions are asked for sessions still short of that.")
     sleep_max_new_tokens: int = Field(40, description="Length of sampled answers and questions during a sleep.")
     sleep_soft_time_limit_s: int = 3 * 3600
     sleep_lock_ttl_s: int = 60

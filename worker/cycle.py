@@ -102,6 +102,7 @@ def _consolidate(
         ),  # fmt: skip
         max_rank=settings.max_lora_rank,
         questions_per_memory=settings.sleep_questions_per_memory,
+        question_rounds=settings.sleep_question_rounds,
     )
     force = bool(options.get("force"))
     phases: dict[str, float] = {}

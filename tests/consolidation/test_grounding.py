@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consolidation.grounding import first_sentence, grounding, is_grounded
+from consolidation.grounding import answer_f1, first_sentence, grounded_part, grounding, is_grounded
 
 MEMORY = (
     "user: I finished setting up the deploy pipeline. The staging server is named bluefin-7.\n"
@@ -46,3 +46,35 @@ def test_an_answer_without_content_is_rejected() -> None:
 def test_word_forms_match_on_their_stem() -> None:
     memory = "user: Mira Okonkwo won the prize for her work on tidal batteries."
     assert is_grounded("She works on a tidal battery.", memory, "What does Mira Okonkwo work on?")
+
+
+def test_the_judge_scores_the_fact_not_the_echo_of_the_question() -> None:
+    question = "Which password do guests need for the cabin wifi?"
+    reference = "The cabin wifi password is pinecone42."
+    # Same words as the reference bar the fact: plain token F1 would give 0.8; the judge gives nothing.
+    assert answer_f1("The cabin wifi password is sunflower.", reference, question) == 0.0
+    assert answer_f1("The guests need the cabin wifi password.", reference, question) == 0.0
+    assert answer_f1("Guests need pinecone42.", reference, question) == 1.0
+    assert answer_f1("It is pinecone42, written on the fridge.", reference, question) < 1.0
+
+
+def test_the_judge_gives_partial_credit_for_part_of_the_fact() -> None:
+    question = "What is the address of the new office?"
+    reference = "The new office is at 14 Larkspur Lane in Tromsø."
+    full, partial = (answer_f1(a, reference, question) for a in ("14 Larkspur Lane, Tromsø", "It is on Larkspur Lane."))
+    assert full == 1.0
+    assert 0.5 < partial < 1.0
+
+
+def test_the_fact_is_kept_without_its_invented_tail() -> None:
+    memory = (
+        "user: Quick correction: the meeting with Kestrel Labs is on Thursday, not Tuesday.\n"
+        "assistant: Thanks, I have moved the Kestrel Labs meeting to Thursday."
+    )
+    question = "What day will the meeting with Kestrel Labs take place?"
+    answer = "The meeting with Kestrel Labs will take place on Thursday, December 21st. Bring slides."
+    assert grounded_part(answer, memory, question) == "The meeting with Kestrel Labs will take place on Thursday"
+    # A sentence that is wholly supported stays whole, clauses and all.
+    whole = "The meeting with Kestrel Labs is on Thursday, not Tuesday."
+    assert grounded_part(whole, memory, question) == whole
+    assert grounded_part("It is on December 21st, in Berlin.", memory, question) is None
