@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--prep-cache", type=Path, help="reuse (or write) the shared preparation here")
     ap.add_argument("--lr", type=float, default=SeedingConfig.lr)
     ap.add_argument("--k", type=int, default=SeedingConfig.k, help="student samples per prompt (on-policy)")
+    ap.add_argument("--hint-failures", action="store_true", help="Dreaming: failed problems learn the judge's answer")
     ap.add_argument("--onpolicy-batch", type=int, default=SeedingConfig.onpolicy_batch)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "learning.json")
     args = ap.parse_args()
@@ -172,7 +173,12 @@ def main() -> None:
             policy,
             examples,
             replay,
-            DreamingConfig(rounds=2, steps_per_round=args.steps // 3, max_new_tokens=args.max_new_tokens),
+            DreamingConfig(
+                rounds=2,
+                steps_per_round=args.steps // 3,
+                max_new_tokens=args.max_new_tokens,
+                hint_failures=args.hint_failures,
+            ),
             seed_cfg,
         ),
     }

@@ -4,11 +4,12 @@ Each round: the student answers every open problem closed-book (k samples); the 
 context is the judge: its grounded in-context answer is the reference, and an attempt's first sentence scores
 by grounding.answer_f1, which counts only what the answer adds to the question. Attempts that score at least
 `accept_f1` are trained on (rejection-sampling fine-tuning: maximise their likelihood, spread evenly over
-memories), with replay against forgetting. A problem that no attempt solves trains on the judge's answer
-instead (`hint_failures`, STaR's "rationalization"): rejection sampling alone never reaches the facts the
-student does not half-know, and those are the ones recall misses. The curriculum moves toward what the
-student still fails: problems it solves in at least `mastered` of its attempts are dropped, and failed ones
-get teacher-written paraphrases added. Rounds stop at the budget or when nothing is left to learn.
+memories), with replay against forgetting. With `hint_failures`, a problem that no attempt solves trains on
+the judge's answer instead (STaR's "rationalization"): rejection sampling alone never reaches the facts the
+student does not half-know. Off by default: measured, it taught the teacher's wrong answers as readily as
+its right ones (docs/BENCHMARKS.md). The curriculum moves toward what the student still fails: problems it
+solves in at least `mastered` of its attempts are dropped, and failed ones get teacher-written paraphrases
+added. Rounds stop at the budget or when nothing is left to learn.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class DreamingConfig:
     accept_f1: float = 0.6
     mastered: float = 0.75
     paraphrases: int = 1
-    hint_failures: bool = True  # a problem no attempt solves trains on the judge's reference answer
+    hint_failures: bool = False  # a problem no attempt solves trains on the judge's answer (measured: no gain yet)
     lr: float = 3e-4
     temperature: float = 0.8
     max_new_tokens: int = 40

@@ -33,7 +33,9 @@ def test_a_problem_no_attempt_solves_is_learned_from_the_judge_s_answer(tiny_mod
     answer = policy.tokenizer(problem.reference, add_special_tokens=False)["input_ids"]
     before = reference_logprob(policy, problem, answer)
 
-    cfg = DreamingConfig(rounds=1, steps_per_round=8, k=2, lr=1e-2, max_new_tokens=6, w_replay=0, paraphrases=0)
+    cfg = DreamingConfig(
+        rounds=1, steps_per_round=8, k=2, lr=1e-2, max_new_tokens=6, w_replay=0, paraphrases=0, hint_failures=True
+    )
     logs = dream(policy, [problem], [], cfg, SeedingConfig(max_new_tokens=6))
 
     # A random tiny model never says "4471": no attempt is accepted, the judge's answer is trained on instead.
