@@ -8,7 +8,12 @@ sentence (the answer proper; what follows is where invention starts) and kept on
 
 - **supported**: at least `min_support` of its content words occur in the memory or the question, and
 - **informative**: it holds at least `min_novel` content words from the memory that the question does not,
-  i.e. something only the memory could have supplied.
+  i.e. something only the memory could have supplied, and
+- **not inventing specifics**: every number (any word with a digit, hyphenated parts taken apart) and every
+  capitalized word past the first occurs in the memory or the question. Measured on the default model
+  (docs/BENCHMARKS.md): the support share alone kept "The cabin wifi password is 123456." (3 of 4 content words
+  are in the session), and the student learned the wrong password; such a confident wrong value is almost always
+  a number or a name the session never said.
 
 An answer whose first sentence wraps the fact in invention may keep its first clause instead (grounded_part).
 The same words judge a student's closed-book attempt (answer_f1): it scores only what the attempt adds to the
@@ -32,7 +37,7 @@ _STOPWORDS = frozenset(
     when where why how of in on at to for from by with about as into onto over under after before than then
     so and or but nor not no yes if there here can could will would should may might must shall just also very
     too more most some any all each every other such only own same up down out off again further once now
-    don't doesn't didn't isn't aren't wasn't weren't i'm it's that's let's i'll i've you're we're they're
+    don't doesn't didn't isn't aren't wasn't weren't i'm it's that's let's i'll i've i'd you're we're they're let
     one new sure okay ok please thanks thank got great well really""".split()
 )
 _PUNCT = str.maketrans({c: " " for c in string.punctuation if c not in "-'"})
@@ -44,6 +49,10 @@ _CLAUSE_END = re.compile(r"[,;:(]\s|\s[-\u2013\u2014]\s")
 class Grounding:
     support: float  # share of the answer's content words found in the memory or the question
     novel: int  # distinct content words from the memory that the question does not hold
+    invented: tuple[str, ...] = ()  # numbers and names the answer states that neither memory nor question holds
+
+    def passes(self, min_support: float, min_novel: int) -> bool:
+        return self.support >= min_support and self.novel >= min_novel and not self.invented
 
 
 def first_sentence(text: str) -> str:
@@ -62,7 +71,7 @@ def grounded_part(
     best: tuple[float, str] | None = None
     for part in dict.fromkeys([sentence, clause]):  # the sentence first: it wins ties
         g = grounding(part, memory, question)
-        if g.support >= min_support and g.novel >= min_novel and (best is None or g.support > best[0]):
+        if g.passes(min_support, min_novel) and (best is None or g.support > best[0]):
             best = (g.support, part)
     return best[1] if best else None
 
@@ -75,12 +84,28 @@ def grounding(answer: str, memory: str, question: str) -> Grounding:
     in_question = {_key(w) for w in _words(question)}
     supported = [w for w in words if _key(w) in in_memory or _key(w) in in_question]
     novel = {_key(w) for w in words if _key(w) in in_memory and _key(w) not in in_question}
-    return Grounding(len(supported) / len(words), len(novel))
+    return Grounding(len(supported) / len(words), len(novel), invented_specifics(answer, memory + "\n" + question))
+
+
+def invented_specifics(answer: str, source: str) -> tuple[str, ...]:
+    """The numbers and names `answer` states that `source` does not: words with a digit (each hyphenated part
+    with a digit on its own: "2018-2020-themed" needs 2018 and 2020) compared exactly, and capitalized words
+    past the answer's first compared on their stem. Day and month names count: an invented date is invented."""
+    known = set(_words(source)) | {part for w in _words(source) for part in w.split("-")}
+    known_keys = {_key(w) for w in known}
+    invented: list[str] = []
+    for i, raw in enumerate(_cased_words(answer)):
+        word = raw.lower()
+        if any(c.isdigit() for c in word):
+            if word not in known and any(p not in known for p in word.split("-") if any(c.isdigit() for c in p)):
+                invented.append(raw)
+        elif i > 0 and raw[0].isupper() and word not in _STOPWORDS and _key(word) not in known_keys:
+            invented.append(raw)
+    return tuple(dict.fromkeys(invented))
 
 
 def is_grounded(answer: str, memory: str, question: str, *, min_support: float = 0.75, min_novel: int = 1) -> bool:
-    g = grounding(answer, memory, question)
-    return g.support >= min_support and g.novel >= min_novel
+    return grounding(answer, memory, question).passes(min_support, min_novel)
 
 
 def answer_f1(answer: str, reference: str, question: str) -> float:
@@ -99,7 +124,13 @@ def answer_f1(answer: str, reference: str, question: str) -> float:
 
 
 def _words(text: str) -> list[str]:
-    return [w.strip("-'") for w in text.lower().translate(_PUNCT).split() if w.strip("-'")]
+    return [w.lower() for w in _cased_words(text)]
+
+
+def _cased_words(text: str) -> list[str]:
+    words = (w.strip("-'\u2019") for w in text.translate(_PUNCT).split())
+    # A possessive is its noun: "Fizz's" is Fizz.
+    return [w[:-2] if w.lower().endswith(("'s", "\u2019s")) else w for w in words if w]
 
 
 def _key(word: str) -> str:

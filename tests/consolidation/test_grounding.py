@@ -78,3 +78,28 @@ def test_the_fact_is_kept_without_its_invented_tail() -> None:
     whole = "The meeting with Kestrel Labs is on Thursday, not Tuesday."
     assert grounded_part(whole, memory, question) == whole
     assert grounded_part("It is on December 21st, in Berlin.", memory, question) is None
+
+
+def test_a_confident_wrong_value_is_rejected() -> None:
+    # Measured on the default model: 3 of its 4 content words are in the session, so support alone kept it,
+    # and the student learned the wrong password.
+    memory = (
+        "user: The wifi password for the cabin is pinecone42. Please remember it for the guests.\n"
+        "assistant: Noted: the cabin wifi password is pinecone42."
+    )
+    question = "What is the cabin's wifi password?"
+    assert grounding("The cabin wifi password is 123456.", memory, question).invented == ("123456",)
+    assert not is_grounded("The cabin wifi password is 123456.", memory, question)
+    assert is_grounded("The cabin wifi password is pinecone42.", memory, question)
+
+
+def test_invented_names_and_number_parts_are_rejected_known_ones_kept() -> None:
+    memory = "user: Here is the press memo: 'The 2026 Halvorsen Prize was awarded to Mira Okonkwo.'"
+    question = "Who won the Halvorsen Prize?"
+    assert not is_grounded("The Halvorsen Prize went to Elia Okonkwo.", memory, question)
+    assert is_grounded("The Halvorsen Prize went to Mira Okonkwo in 2026.", memory, question)
+    assert grounding("It was the 2026-2027 award.", memory, question).invented == ("2026-2027",)
+    # A hyphenated word's parts are known on their own: the memory's bluefin-7 makes "7" no invention.
+    assert grounding("Staging runs on server 7.", MEMORY, "Which server?").invented == ()
+    # A possessive is its noun; the first word's capital is the sentence's, not a name's.
+    assert grounding("Okonkwo's prize was the Halvorsen.", memory, "Whose prize?").invented == ()
