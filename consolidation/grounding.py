@@ -70,6 +70,11 @@ def grounded_part(
     clause = _CLAUSE_END.split(sentence, maxsplit=1)[0].strip()
     best: tuple[float, str] | None = None
     for part in dict.fromkeys([sentence, clause]):  # the sentence first: it wins ties
+        words = _words(part)
+        if not words or words[-1] in _STOPWORDS:
+            # A fragment that stops on a function word ("The cabin wifi password is", cut before an invented
+            # value, or an answer cut off by the token limit) would teach the student to stop there.
+            continue
         g = grounding(part, memory, question)
         if g.passes(min_support, min_novel) and (best is None or g.support > best[0]):
             best = (g.support, part)
@@ -90,16 +95,17 @@ def grounding(answer: str, memory: str, question: str) -> Grounding:
 def invented_specifics(answer: str, source: str) -> tuple[str, ...]:
     """The numbers and names `answer` states that `source` does not: words with a digit (each hyphenated part
     with a digit on its own: "2018-2020-themed" needs 2018 and 2020) compared exactly, and capitalized words
-    past the answer's first compared on their stem. Day and month names count: an invented date is invented."""
+    past the answer's first compared whole (no final "s": the 5-letter stem of the other checks would let
+    "MediaMundo" pass on "media"). Day and month names count: an invented date is invented."""
     known = set(_words(source)) | {part for w in _words(source) for part in w.split("-")}
-    known_keys = {_key(w) for w in known}
+    known_names = {_singular(w) for w in known}
     invented: list[str] = []
     for i, raw in enumerate(_cased_words(answer)):
         word = raw.lower()
         if any(c.isdigit() for c in word):
             if word not in known and any(p not in known for p in word.split("-") if any(c.isdigit() for c in p)):
                 invented.append(raw)
-        elif i > 0 and raw[0].isupper() and word not in _STOPWORDS and _key(word) not in known_keys:
+        elif i > 0 and raw[0].isupper() and word not in _STOPWORDS and _singular(word) not in known_names:
             invented.append(raw)
     return tuple(dict.fromkeys(invented))
 
@@ -133,7 +139,9 @@ def _cased_words(text: str) -> list[str]:
     return [w[:-2] if w.lower().endswith(("'s", "\u2019s")) else w for w in words if w]
 
 
+def _singular(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") else word
+
+
 def _key(word: str) -> str:
-    if len(word) > 3 and word.endswith("s"):
-        word = word[:-1]
-    return word[:5]
+    return _singular(word)[:5]

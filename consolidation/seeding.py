@@ -108,7 +108,7 @@ def build_examples(policy: Policy, pairs: list[tuple[Memory, str]], cfg: Seeding
         prompts, student=False, n=n, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature
     ) if n > 0 else []  # fmt: skip
     for i, ex in enumerate(examples):
-        memory_text = ex.memory.render()
+        memory_text = ex.memory.said()
         parts = [
             grounded_part(policy.decode(a), memory_text, ex.question, min_support=cfg.min_support,
                           min_novel=cfg.min_novel)

@@ -103,3 +103,19 @@ def test_invented_names_and_number_parts_are_rejected_known_ones_kept() -> None:
     assert grounding("Staging runs on server 7.", MEMORY, "Which server?").invented == ()
     # A possessive is its noun; the first word's capital is the sentence's, not a name's.
     assert grounding("Okonkwo's prize was the Halvorsen.", memory, "Whose prize?").invented == ()
+
+
+def test_a_fragment_cut_before_its_value_is_not_learned() -> None:
+    memory = "The wifi password for the cabin is pinecone42.\nNoted: the cabin wifi password is pinecone42."
+    question = "What is the password for the cabin?"
+    # The clause before the invented value would teach the student to stop after "is".
+    assert grounded_part("The cabin wifi password is: 123456.", memory, question) is None
+    assert grounded_part("The cabin wifi password is pinecone42, as noted.", memory, question) == (
+        "The cabin wifi password is pinecone42, as noted."
+    )
+
+
+def test_a_name_is_compared_whole_not_on_its_stem() -> None:
+    memory = "user: The 2026 Halvorsen Prize was awarded to Mira Okonkwo for her work on tidal batteries."
+    question = "Which media outlet covered Mira Okonkwo's prize?"
+    assert grounding("The outlet is MediaMundo.", memory, question).invented == ("MediaMundo",)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consolidation.sessions import memories
+from consolidation.sessions import Memory, memories
 from sleepd.records import ExchangeRecord, LoggedChoice
 
 
@@ -29,3 +29,11 @@ def test_long_sessions_are_chunked_on_message_boundaries() -> None:
     assert len(mems) > 1
     assert sum(len(m.transcript) for m in mems) == 11
     assert all(len(m.render()) <= 200 + 80 for m in mems)
+
+
+def test_what_was_said_leaves_out_role_labels() -> None:
+    memory = Memory(
+        "s1", [{"role": "user", "content": "The otter is Fizz."}, {"role": "assistant", "content": "Noted."}]
+    )
+    assert memory.said() == "The otter is Fizz.\nNoted."
+    assert "user" in memory.render()
