@@ -41,7 +41,9 @@ _STOPWORDS = frozenset(
     one new sure okay ok please thanks thank got great well really""".split()
 )
 _PUNCT = str.maketrans({c: " " for c in string.punctuation if c not in "-'"})
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n")
+# A sentence ends at . ! or ? before a space, a closing quote or bracket included: 'is "The Cello." She' ends
+# after the quote.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s|(?<=[.!?][\"'\u201d\u2019)\]])\s|\n")
 _CLAUSE_END = re.compile(r"[,;:(]\s|\s[-\u2013\u2014]\s")
 
 

@@ -15,6 +15,8 @@ def test_the_answer_proper_is_its_first_sentence() -> None:
         first_sentence("The staging server is bluefin-7. It runs Ubuntu 20.04.") == "The staging server is bluefin-7."
     )
     assert first_sentence("bluefin-7\nAnything else?") == "bluefin-7"
+    # A closing quote ends the sentence too: what follows is where the teacher said "violin".
+    assert first_sentence('Elowen plays "The Cello." She plays the violin.') == 'Elowen plays "The Cello."'
     assert first_sentence("  no sentence end  ") == "no sentence end"
     assert first_sentence("") == ""
 
