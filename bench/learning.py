@@ -79,6 +79,12 @@ def main() -> None:
         help="self-generated questions with a grounded teacher answer, per session",
     )
     ap.add_argument("--question-rounds", type=int, default=SleepConfig.question_rounds)
+    ap.add_argument(
+        "--topics",
+        type=int,
+        default=SleepConfig.topic_questions,
+        help="'What do you know about X?' questions per session",
+    )
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--methods", default="sft_transcript,sft_teacher,fkl_only,onpolicy_only,seeding,dreaming")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")
@@ -108,7 +114,7 @@ def main() -> None:
     if args.prep_cache and args.prep_cache.exists():
         examples, greedy, anchors, replay, prep_s = pickle.loads(args.prep_cache.read_bytes())
     else:
-        asked = grounded_questions(policy, mems, args.questions, seed_cfg, args.question_rounds)
+        asked = grounded_questions(policy, mems, args.questions, seed_cfg, args.question_rounds, args.topics)
         examples = [e for found in asked for e in found]
         examples += build_examples(policy, [(m, t) for m in mems for t in m.user_turns], seed_cfg)
         # The naive baseline learns the teacher's raw greedy answers: not cut, not verified, not filtered.

@@ -131,6 +131,15 @@ def answer_f1(answer: str, reference: str, question: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def is_content(word: str) -> bool:
+    return word.lower() not in _STOPWORDS
+
+
+def stem(word: str) -> str:
+    """The crude stem the checks compare on (see the module docstring)."""
+    return _key(word.lower())
+
+
 def _words(text: str) -> list[str]:
     return [w.lower() for w in _cased_words(text)]
 

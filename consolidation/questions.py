@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import string
 
+from consolidation.grounding import is_content, stem
 from consolidation.policy import Policy
 from consolidation.sessions import Memory
 
@@ -91,6 +92,52 @@ def generate_questions(
                 break
         result.append(out)
     return result
+
+
+_TOKEN = re.compile(r"[\w'\u2019-]+|[^\w\s]")
+_TOPIC = "What do you know about {}?"
+# Kept before a phrase; "a" becomes "the": the question refers to something the session introduced.
+_DETERMINERS = {d: d for d in ("the", "my", "our", "your", "his", "her", "their")} | {"a": "the", "an": "the"}
+
+
+def topic_questions(memory: Memory, limit: int = 4) -> list[str]:
+    """'What do you know about X?' for the salient phrases of the user's turns, in order of appearance.
+
+    The model's own questions mostly run one way: asked "What mineral glows green?", the teacher answers
+    "Zorblat", which teaches the name from the colour but not the colour from the name (the reversal curse);
+    measured on the default model, the facts missed after a sleep were the ones whose questions all ran the
+    other way. A question keyed on each salient phrase makes the teacher state the memory from that phrase.
+    Salient: a content word said in at least two of the session's messages (both sides talked about it),
+    a capitalized word past a sentence's start (a name), or a word with a digit; a phrase is a run of them."""
+    said = [m["content"] for m in memory.transcript if m["role"] != "system"]
+    seen_in: dict[str, int] = {}
+    for text in said:
+        for key in {stem(t) for t in _TOKEN.findall(text) if t[0].isalnum()}:
+            seen_in[key] = seen_in.get(key, 0) + 1
+    phrases: dict[str, str] = {}  # the phrase without its determiner -> the phrase
+    for text in memory.user_turns:
+        run: list[str] = []
+        tokens = _TOKEN.findall(text)
+        for i, token in enumerate([*tokens, "."]):
+            initial = i == 0 or tokens[i - 1] in {".", "!", "?", ":", "'", '"'}
+            salient = (
+                token[0].isalnum()
+                and is_content(token)
+                and len(token) > 2
+                and (
+                    seen_in.get(stem(token), 0) >= 2
+                    or (token[0].isupper() and not initial)
+                    or any(c.isdigit() for c in token)
+                )
+            )
+            if salient:
+                run.append(token)
+            elif run:
+                before = tokens[i - len(run) - 1].lower() if i > len(run) else ""
+                det = [_DETERMINERS[before]] if before in _DETERMINERS else []  # "about the office", not "office"
+                phrases.setdefault(" ".join(run).lower(), " ".join(det + run))
+                run = []
+    return [_TOPIC.format(p) for p in list(phrases.values())[:limit]]
 
 
 def _interleave(lists: list[list[str]]) -> list[str]:

@@ -29,7 +29,7 @@ import torch
 from consolidation.grounding import grounded_part
 from consolidation.losses import forward_kl, group_advantages, policy_gradient, reverse_kl, sequence_logprob
 from consolidation.policy import Policy
-from consolidation.questions import generate_questions
+from consolidation.questions import generate_questions, topic_questions
 from consolidation.sessions import Memory
 
 T = TypeVar("T")
@@ -127,19 +127,22 @@ def build_examples(policy: Policy, pairs: list[tuple[Memory, str]], cfg: Seeding
 
 
 def grounded_questions(
-    policy: Policy, memories: list[Memory], n: int, cfg: SeedingConfig, rounds: int = 1
+    policy: Policy, memories: list[Memory], n: int, cfg: SeedingConfig, rounds: int = 1, topics: int = 4
 ) -> list[list[Example]]:
     """Up to n self-generated questions per memory that have a grounded teacher answer, as examples. A 135M
     model writes many questions its teacher cannot answer from the memory (docs/BENCHMARKS.md: 30 of 90 kept),
     and unevenly. Memories still short of n are asked again, with fresh samples, up to `rounds` times in all
-    (measured: a second round kept 2.6x the answers but no more recall, docs/BENCHMARKS.md)."""
+    (measured: a second round kept 2.6x the answers but no more recall, docs/BENCHMARKS.md). The first round
+    also asks up to `topics` "What do you know about X?" questions per memory (questions.topic_questions)."""
     found: list[list[Example]] = [[] for _ in memories]
     asked: list[set[str]] = [set() for _ in memories]
-    for _ in range(rounds):
+    for round_ in range(rounds):
         short = [i for i in range(len(memories)) if len(found[i]) < n]
         if not short:
             break
         fresh = generate_questions(policy, [memories[i] for i in short], n, max_new_tokens=cfg.max_new_tokens)
+        if round_ == 0 and topics > 0:
+            fresh = [topic_questions(memories[i], topics) + qs for i, qs in zip(short, fresh, strict=True)]
         owners: list[int] = []
         pairs: list[tuple[Memory, str]] = []
         for i, questions in zip(short, fresh, strict=True):

@@ -47,6 +47,7 @@ class SleepConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     questions_per_memory: int = 10  # self-generated questions with a grounded answer, per memory (train + held out)
     question_rounds: int = 1  # times questions are asked for memories still short of that (2: docs/BENCHMARKS.md)
+    topic_questions: int = 4  # "What do you know about X?" per memory, X a salient phrase (questions.py)
     heldout_fraction: float = 0.34
     max_rank: int = 64  # the serving engine's max LoRA rank: compact past it
     anchors: tuple[str, ...] = ANCHOR_PROMPTS  # drift is measured here (never trained on)
@@ -124,7 +125,9 @@ def run_sleep(
     report("questions", 0.0)
     examples: list[Example] = []
     probes: list[Example] = []
-    asked = grounded_questions(policy, mems, cfg.questions_per_memory, cfg.seeding, cfg.question_rounds)
+    asked = grounded_questions(
+        policy, mems, cfg.questions_per_memory, cfg.seeding, cfg.question_rounds, cfg.topic_questions
+    )
     for found in asked:
         rng.shuffle(found)
         n_held = round(len(found) * cfg.heldout_fraction)
