@@ -44,6 +44,7 @@ _PUNCT = str.maketrans({c: " " for c in string.punctuation if c not in "-'"})
 # A sentence ends at . ! or ? before a space, a closing quote or bracket included: 'is "The Cello." She' ends
 # after the quote.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s|(?<=[.!?][\"'\u201d\u2019)\]])\s|\n")
+_ROLE_LABEL = re.compile(r"^(user|assistant)\s*:\s*", re.IGNORECASE)
 _CLAUSE_END = re.compile(r"[,;:(]\s|\s[-\u2013\u2014]\s")
 
 
@@ -58,7 +59,9 @@ class Grounding:
 
 
 def first_sentence(text: str) -> str:
-    text = text.strip()
+    # The teacher reads the session as "user: ..." lines and sometimes answers in that form: the label is not
+    # part of the answer.
+    text = _ROLE_LABEL.sub("", text.strip())
     return _SENTENCE_END.split(text, maxsplit=1)[0].strip() if text else ""
 
 

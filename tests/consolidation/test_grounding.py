@@ -18,6 +18,8 @@ def test_the_answer_proper_is_its_first_sentence() -> None:
     # A closing quote ends the sentence too: what follows is where the teacher said "violin".
     assert first_sentence('Elowen plays "The Cello." She plays the violin.') == 'Elowen plays "The Cello."'
     assert first_sentence("  no sentence end  ") == "no sentence end"
+    # The transcript's role label, echoed by the teacher, is not part of the answer.
+    assert first_sentence("user: The password is pinecone42") == "The password is pinecone42"
     assert first_sentence("") == ""
 
 
