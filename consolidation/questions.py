@@ -4,7 +4,8 @@ A 135M model writes poor questions unless guided, so the teacher is prompted wit
 ways: about the whole conversation, and about each user statement on its own (a short statement keeps a small
 model on the fact; the whole conversation lets it ask about what the assistant said or combined). Outputs are
 filtered: one line, a question mark, 3-30 words, not a copy of the conversation, no name borrowed from the
-few-shot examples, no duplicates. Questions that have no grounded answer are dropped later (build_examples).
+few-shot examples, no duplicates. A third kind needs no model: "What do you know about X?" for the session's
+salient phrases (topic_questions). Questions that have no grounded answer are dropped later (build_examples).
 """
 
 from __future__ import annotations

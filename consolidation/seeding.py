@@ -132,7 +132,8 @@ def grounded_questions(
     """Up to n self-generated questions per memory that have a grounded teacher answer, as examples. A 135M
     model writes many questions its teacher cannot answer from the memory (docs/BENCHMARKS.md: 30 of 90 kept),
     and unevenly. Memories still short of n are asked again, with fresh samples, up to `rounds` times in all
-    (measured: a second round kept 2.6x the answers but no more recall, docs/BENCHMARKS.md). The first round
+    (measured, docs/BENCHMARKS.md: a second round kept 1.5-2.6x the answers at 1.7x the preparation time,
+    recall within run-to-run noise, no more than topic questions reach at one round). The first round
     also asks up to `topics` "What do you know about X?" questions per memory (questions.topic_questions)."""
     found: list[list[Example]] = [[] for _ in memories]
     asked: list[set[str]] = [set() for _ in memories]
