@@ -102,7 +102,8 @@ def invented_specifics(answer: str, source: str) -> tuple[str, ...]:
     with a digit on its own: "2018-2020-themed" needs 2018 and 2020) compared exactly, and capitalized words
     past the answer's first compared whole (no final "s": the 5-letter stem of the other checks would let
     "MediaMundo" pass on "media"). Day and month names count: an invented date is invented."""
-    known = set(_words(source)) | {part for w in _words(source) for part in w.split("-")}
+    words = set(_words(source))
+    known = words | {part for w in words for part in w.split("-")}
     known_names = {_singular(w) for w in known}
     invented: list[str] = []
     for i, raw in enumerate(_cased_words(answer)):

@@ -110,9 +110,8 @@ def topic_questions(memory: Memory, limit: int = 4) -> list[str]:
     other way. A question keyed on each salient phrase makes the teacher state the memory from that phrase.
     Salient: a content word said in at least two of the session's messages (both sides talked about it),
     a capitalized word past a sentence's start (a name), or a word with a digit; a phrase is a run of them."""
-    said = [m["content"] for m in memory.transcript if m["role"] != "system"]
     seen_in: dict[str, int] = {}
-    for text in said:
+    for text in memory.messages():
         for key in {stem(t) for t in _TOKEN.findall(text) if t[0].isalnum()}:
             seen_in[key] = seen_in.get(key, 0) + 1
     phrases: dict[str, str] = {}  # the phrase without its determiner -> the phrase

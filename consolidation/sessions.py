@@ -30,10 +30,14 @@ class Memory:
         text = "\n".join(f"{m['role']}: {m['content']}" for m in self.transcript if m["role"] != "system")
         return text if max_chars is None else text[-max_chars:]
 
+    def messages(self) -> list[str]:
+        """The contents of the conversation's messages (system prompts left out, as render does)."""
+        return [m["content"] for m in self.transcript if m["role"] != "system"]
+
     def said(self) -> str:
         """What was said, without the role labels: the text a teacher answer must be grounded in ("user" is
         a label here, not something the session told)."""
-        return "\n".join(m["content"] for m in self.transcript if m["role"] != "system")
+        return "\n".join(self.messages())
 
     def chunks(self, max_chars: int) -> list[Memory]:
         """Split a long session into consecutive pieces of whole messages (a message longer than the limit is
