@@ -1,20 +1,16 @@
-"""Does a sleep make the model recall, closed-book, what it was told in sessions, without forgetting?
+"""Does one sleep make the model recall, closed-book, what sessions told it, without forgetting? (the library path)
 
-Runs on the default model (SmolLM2-135M-Instruct) with the fact suite of bench/facts.py: 8 fictional facts in
-sessions, 16 held-out paraphrased probes (never trained on), recall = the answer holds the fact's keyword.
-Every trained method starts from the same weights with the same budget (steps of `--batch` prompts) and the
-same prepared prompts (user turns + self-generated questions, teacher answers, anchors):
+The procedural suite (bench/suite.py) by seed: fictional facts told in sessions that carry the served model's
+own replies (greedy, as the default model answers them), then one sleep through `consolidation.run_sleep`
+with a scratch registry, then every probe asked closed-book of the served model (base + the published adapter;
+the base when the gate rejects). Reported beside it: the base model closed-book, the same probes asked in
+context (as the next turn of the session itself: the bar), and the candidate adapter whether or not the gate
+passed it. Strict scoring (`suite.is_correct`), Wilson 95% intervals, forward and reverse probes apart.
 
-- base, closed-book / in context (the bar to match)
-- SFT on raw transcripts (naive baseline 1)
-- SFT on the teacher's greedy answers, unfiltered (naive baseline 2)
-- Knowledge Seeding, and its ablations: filtered teacher data only (forward KL), on-policy only (reverse KL + PG)
-- Knowledge Seeding + Dreaming
+The run fails if any probe equals, or has the same content words as, a question the sleep trained on.
 
-Drift: mean per-token KL(base || trained) on the anchor prompts' base answers, and the share of anchor answers
-unchanged under greedy decoding.
-
-    .venv/bin/python -m bench.learning --steps 30 --out bench/results/learning.json
+    .venv/bin/python -m bench.learning --seed 0 --facts 16 --out bench/results/learning-s0.json
+    .venv/bin/python -m bench.learning --method sft-transcript ...   # naive baseline, same budget in steps
 """
 
 from __future__ import annotations
@@ -22,38 +18,118 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import pickle
+import math
 import random
+import re
+import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from bench.facts import FACTS
-from consolidation.anchors import ANCHOR_PROMPTS, REPLAY_PROMPTS
-from consolidation.dreaming import DreamingConfig, dream
-from consolidation.gate import anchor_drift
+from bench.suite import Fact, Probe, generate, is_correct
 from consolidation.losses import sequence_logprob
 from consolidation.policy import ExpertConfig, Policy
-from consolidation.seeding import SeedingConfig, build_anchors, build_examples, grounded_questions, seed_knowledge
-from consolidation.sessions import Memory
-from consolidation.sleep import SleepConfig
+from consolidation.seeding import SeedingConfig
+from consolidation.sessions import memories
+from consolidation.sleep import SleepConfig, run_sleep
+from consolidation.statements import statements
 from sleepd.models import resolve_model
+from sleepd.records import ExchangeRecord, LoggedChoice
+from sleepd.registry import BASE, AdapterRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
 
 
-def keyword_recall(policy: Policy, prompts: list[list[int]], keywords: list[tuple[str, ...]], *, student: bool,
-                   max_new_tokens: int) -> tuple[int, list[str]]:  # fmt: skip
-    answers = [policy.decode(a) for a in policy.generate(prompts, student=student, max_new_tokens=max_new_tokens)]
-    hits = sum(any(k in a.lower() for k in kws) for a, kws in zip(answers, keywords, strict=True))
-    return hits, answers
+# -- sessions as users have them --------------------------------------------------------------------------------
 
 
-def sft(policy: Policy, pairs: list[tuple[list[int], list[int]]], steps: int, batch: int, lr: float, seed: int) -> None:
-    """Plain cross-entropy fine-tuning of the new expert on (prompt, completion) pairs."""
-    rng = random.Random(seed)
+def sessions_with_replies(base: Path, facts: list[Fact], max_tokens: int = 64) -> list[list[dict[str, str]]]:
+    """Each fact's user turns, each answered by the served model (greedy: what the default server says to it)."""
+    model = Policy(base, None, ExpertConfig(rank=1))
+    convs: list[list[dict[str, str]]] = [[] for _ in facts]
+    for turn in range(max(len(f.turns) for f in facts)):
+        live = [i for i, f in enumerate(facts) if turn < len(f.turns)]
+        for i in live:
+            convs[i].append({"role": "user", "content": facts[i].turns[turn]})
+        replies = model.generate([model.chat_ids(convs[i]) for i in live], student=False, max_new_tokens=max_tokens)
+        for i, ids in zip(live, replies, strict=True):
+            convs[i].append({"role": "assistant", "content": model.decode(ids)})
+    return convs
+
+
+def records_of(convs: list[list[dict[str, str]]], prefix: str) -> list[ExchangeRecord]:
+    """What the server logs for each session's last exchange (its messages hold the whole conversation)."""
+    out = []
+    for i, conv in enumerate(convs):
+        *messages, last = conv
+        out.append(ExchangeRecord(session_id=f"{prefix}-{i}", endpoint="chat", model="sleepd", messages=messages,
+                                  choices=[LoggedChoice(text=last["content"], finish_reason="stop")]))  # fmt: skip
+    return out
+
+
+# -- scoring ----------------------------------------------------------------------------------------------------
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 0.0
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return round(c - h, 3), round(c + h, 3)
+
+
+def score(answers: list[str], items: list[tuple[Fact, Probe]]) -> dict[str, Any]:
+    hits = [is_correct(a, p, f.wrong) for a, (f, p) in zip(answers, items, strict=True)]
+
+    def part(keep: list[bool]) -> dict[str, Any]:
+        k, n = sum(h for h, m in zip(hits, keep, strict=True) if m), sum(keep)
+        return {"correct": k, "n": n, "rate": round(k / max(n, 1), 3), "ci95": wilson(k, n)}
+
+    out: dict[str, Any] = {"all": part([True] * len(items))}
+    for d in ("forward", "reverse"):
+        out[d] = part([p.direction == d for _, p in items])
+    for kind in sorted({f.kind for f, _ in items}):
+        out[kind] = part([f.kind == kind for f, _ in items])
+    out["hits"] = hits
+    return out
+
+
+def ask(policy: Policy, adapter: str | None, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
+    with policy.using(adapter):
+        return [policy.decode(a) for a in policy.generate(prompts, student=True, max_new_tokens=max_new_tokens)]
+
+
+_WORD = re.compile(r"[a-z0-9-]+")
+_FUNCTION = frozenset("a an the is are was were of in on at to for what which who whom whose when where how do does "
+                      "did i me my you your it this that".split())  # fmt: skip
+
+
+def content(text: str) -> frozenset[str]:
+    return frozenset(w for w in _WORD.findall(text.lower()) if w not in _FUNCTION)
+
+
+def leaks(probes: list[str], trained: list[str]) -> list[tuple[str, str]]:
+    """Probes that equal, or have the same content words as, a trained question (a reworded copy)."""
+    seen = {content(q): q for q in trained}
+    return [(p, seen[content(p)]) for p in probes if content(p) in seen]
+
+
+# -- the naive baseline -----------------------------------------------------------------------------------------
+
+
+def sft_transcripts(policy: Policy, convs: list[list[dict[str, str]]], steps: int, batch: int, lr: float) -> None:
+    """Naive baseline: cross-entropy on the raw session transcripts (user and model turns), same step budget."""
+    rng = random.Random(0)
+    tok = policy.tokenizer
+    pairs = []
+    for conv in convs:
+        ids = tok(str(tok.apply_chat_template(conv, tokenize=False)), add_special_tokens=False)["input_ids"]
+        pairs.append((ids[:1], ids[1:]))
     params = policy.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     for _ in range(steps):
@@ -66,153 +142,119 @@ def sft(policy: Policy, pairs: list[tuple[list[int], list[int]]], steps: int, ba
         opt.step()
 
 
+# -- main -------------------------------------------------------------------------------------------------------
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--batch", type=int, default=SeedingConfig.batch)
-    ap.add_argument("--rank", type=int, default=16)
-    ap.add_argument(
-        "--questions",
-        type=int,
-        default=SleepConfig.questions_per_memory,
-        help="self-generated questions with a grounded teacher answer, per session",
-    )
-    ap.add_argument("--question-rounds", type=int, default=SleepConfig.question_rounds)
-    ap.add_argument(
-        "--topics",
-        type=int,
-        default=SleepConfig.topic_questions,
-        help="'What do you know about X?' questions per session",
-    )
-    ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--methods", default="sft_transcript,sft_teacher,fkl_only,onpolicy_only,seeding,dreaming")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads for training (0: torch's default)")
-    ap.add_argument("--prep-threads", type=int, default=0, help="torch threads for the preparation (0: --threads)")
-    ap.add_argument("--prep-cache", type=Path, help="reuse (or write) the shared preparation here")
+    ap.add_argument("--seed", type=int, default=0, help="suite seed (tune on one, report on another)")
+    ap.add_argument("--facts", type=int, default=16)
+    ap.add_argument("--method", choices=("sleep", "sft-transcript"), default="sleep")
+    ap.add_argument("--epochs", type=float, default=SeedingConfig.epochs)
+    ap.add_argument("--steps", type=int, help="fixed Seeding steps (default: epochs over the targets)")
+    ap.add_argument("--dream-rounds", type=int, default=2)
     ap.add_argument("--lr", type=float, default=SeedingConfig.lr)
-    ap.add_argument("--k", type=int, default=SeedingConfig.k, help="student samples per prompt (on-policy)")
-    ap.add_argument("--hint-failures", action="store_true", help="Dreaming: failed problems learn the judge's answer")
-    ap.add_argument("--onpolicy-batch", type=int, default=SeedingConfig.onpolicy_batch)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "learning.json")
+    ap.add_argument("--hard", type=float, default=SeedingConfig.hard)
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], help="override a SleepConfig field: seeding.onpolicy_every=0")
+    ap.add_argument("--out", type=Path, default=RESULTS / "learning.json")
     args = ap.parse_args()
-    if args.prep_threads or args.threads:
-        torch.set_num_threads(args.prep_threads or args.threads)
-
-    t_start = time.perf_counter()
-    base = Path(resolve_model(args.model, ROOT / "data" / "models"))
-    policy = Policy(base, None, ExpertConfig(rank=args.rank))
-    mems = [Memory(f"fact{i}", list(f.session)) for i, f in enumerate(FACTS)]
-    seed_cfg = SeedingConfig(
-        steps=args.steps, batch=args.batch, k=args.k, onpolicy_batch=args.onpolicy_batch, lr=args.lr,
-        max_new_tokens=args.max_new_tokens,
-    )  # fmt: skip
-
-    # Shared preparation, all by the base model (= every method's teacher). Cached on request: it is sampled
-    # once, so methods compared across runs see the very same prompts and teacher answers.
-    t0 = time.perf_counter()
-    if args.prep_cache and args.prep_cache.exists():
-        examples, greedy, anchors, replay, prep_s = pickle.loads(args.prep_cache.read_bytes())
-    else:
-        asked = grounded_questions(policy, mems, args.questions, seed_cfg, args.question_rounds, args.topics)
-        examples = [e for found in asked for e in found]
-        examples += build_examples(policy, [(m, t) for m in mems for t in m.user_turns], seed_cfg)
-        # The naive baseline learns the teacher's raw greedy answers: not cut, not verified, not filtered.
-        greedy = [policy.decode(a) for a in policy.generate([e.teacher_prompt for e in examples], student=False,
-                                                            max_new_tokens=args.max_new_tokens)]  # fmt: skip
-        anchors = build_anchors(policy, list(ANCHOR_PROMPTS), args.max_new_tokens)  # drift, never trained on
-        replay = build_anchors(policy, list(REPLAY_PROMPTS), args.max_new_tokens)
-        prep_s = time.perf_counter() - t0
-        if args.prep_cache:
-            args.prep_cache.parent.mkdir(parents=True, exist_ok=True)
-            args.prep_cache.write_bytes(pickle.dumps((examples, greedy, anchors, replay, prep_s)))
     if args.threads:
         torch.set_num_threads(args.threads)
-    probe_q = [(i, q) for i, f in enumerate(FACTS) for q in f.probes]
-    closed = [policy.chat_ids([{"role": "user", "content": q}]) for _, q in probe_q]
-    opened = [policy.chat_ids([{"role": "user", "content": q}], context=mems[i].render()) for i, q in probe_q]
-    keys = [FACTS[i].keywords for i, _ in probe_q]
-    session_tokens = sum(len(policy.tokenizer(m.render())["input_ids"]) for m in mems)
+    t_start = time.perf_counter()
+    base = Path(resolve_model(args.model, ROOT / "data" / "models"))
+    facts = generate(args.seed, args.facts)
 
-    rows: list[dict[str, object]] = []
+    cache = RESULTS / f"sessions-s{args.seed}-n{args.facts}.json"
+    if cache.exists():
+        convs = json.loads(cache.read_text())
+    else:
+        convs = sessions_with_replies(base, facts)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(convs, indent=1))
+    records = records_of(convs, f"s{args.seed}")
 
-    def record(name: str, train_s: float, *, student: bool = True, ids: list[list[int]] = closed) -> None:
-        hits, answers = keyword_recall(policy, ids, keys, student=student, max_new_tokens=args.max_new_tokens)
-        kl, unchanged = anchor_drift(policy, anchors, args.max_new_tokens) if student else (0.0, 1.0)
-        row = {"method": name, "recall": hits, "probes": len(ids), "anchor_kl": round(kl, 4),
-               "anchors_unchanged": round(unchanged, 3), "train_s": round(train_s, 1),
-               "s_per_1k_session_tokens": round(1000 * train_s / session_tokens, 1), "answers": answers}  # fmt: skip
-        rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "answers"}), flush=True)
+    cfg = SleepConfig(
+        expert=ExpertConfig(rank=args.rank),
+        seeding=SeedingConfig(epochs=args.epochs, steps=args.steps, lr=args.lr, hard=args.hard),
+        threads=args.threads or None,
+    )
+    cfg = dataclasses.replace(cfg, dreaming=dataclasses.replace(cfg.dreaming, rounds=args.dream_rounds))
+    for item in args.set:
+        path, value = item.split("=", 1)
+        section, _, name = path.rpartition(".")
+        if section:
+            sub = getattr(cfg, section)
+            kind = type(getattr(sub, name))
+            cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{name: kind(value)})})
+        else:
+            cfg = dataclasses.replace(cfg, **{name: type(getattr(cfg, name))(value)})
 
-    record("base, closed-book", 0.0, student=False)
-    record("in context (the bar)", 0.0, student=False, ids=opened)
-
-    def teacher_pairs() -> list[tuple[list[int], list[int]]]:
-        eos = policy.tokenizer.eos_token_id
-        return [
-            (e.student_prompt, policy.tokenizer(g)["input_ids"] + [eos])
-            for e, g in zip(examples, greedy, strict=True)
-            if g
-        ]
-
-    def transcript_pairs() -> list[tuple[list[int], list[int]]]:
-        out = []
-        for m in mems:
-            ids = policy.tokenizer.apply_chat_template(m.transcript, tokenize=False)
-            toks = policy.tokenizer(str(ids), add_special_tokens=False)["input_ids"]
-            out.append((toks[:1], toks[1:]))
-        return out
-
-    methods: dict[str, Callable[[], object]] = {
-        "sft_transcript": lambda: sft(policy, transcript_pairs(), args.steps, args.batch, args.lr, 0),
-        "sft_teacher": lambda: sft(policy, teacher_pairs(), args.steps, args.batch, args.lr, 0),
-        "fkl_only": lambda: seed_knowledge(
-            policy, examples, replay, dataclasses.replace(seed_cfg, w_rkl=0, w_pg=0, w_replay=0)
-        ),
-        "onpolicy_only": lambda: seed_knowledge(
-            policy, examples, replay, dataclasses.replace(seed_cfg, w_fkl=0, w_replay=0)
-        ),
-        "seeding": lambda: seed_knowledge(policy, examples, replay, seed_cfg),
-        # Continues from the method before it (normally "seeding"), so its row is Seeding + Dreaming.
-        "dreaming": lambda: dream(
-            policy,
-            examples,
-            replay,
-            DreamingConfig(
-                rounds=2,
-                steps_per_round=args.steps // 3,
-                max_new_tokens=args.max_new_tokens,
-                hint_failures=args.hint_failures,
-            ),
-            seed_cfg,
-        ),
-    }
-    print(f"prepared in {prep_s:.0f} s: {len(examples)} prompts, {sum(bool(e.answers) for e in examples)} with "
-          f"{sum(len(e.answers) for e in examples)} grounded teacher answers, {session_tokens} session tokens",
-          flush=True)  # fmt: skip
-    previous_s = 0.0
-    for name in args.methods.split(","):
-        if name != "dreaming":
-            policy.reset_expert()
-            previous_s = 0.0
+    items = [(f, p) for f in facts for p in f.probes]
+    result: dict[str, Any] = {"config": {k: str(v) for k, v in vars(args).items()}, "sleep_config": str(cfg)}
+    with tempfile.TemporaryDirectory(prefix="sleepd-learning-") as tmp:
+        candidate = Path(tmp) / "candidate"
+        registry = AdapterRegistry(Path(tmp) / "registry")
         t0 = time.perf_counter()
-        methods[name]()
-        previous_s += time.perf_counter() - t0
-        record(name if name != "dreaming" else "seeding + dreaming", previous_s)
+        if args.method == "sleep":
+            report = run_sleep(base, records, registry, BASE, dataclasses.replace(cfg, keep_candidate=candidate),
+                               progress=_printer())  # fmt: skip
+            result["sleep"] = report.summary()
+            published = registry.path(report.published.version) if report.published else None
+            found = leaks([p.question for _, p in items], report.trained_questions)
+            result["trained_questions"] = len(report.trained_questions)
+        else:
+            policy = Policy(base, None, cfg.expert)
+            n_targets = sum(len(statements(m)) for m in memories(records)) * 8  # about what a sleep trains on
+            steps = cfg.seeding.budget(n_targets)
+            sft_transcripts(policy, convs, steps, cfg.seeding.batch, args.lr)
+            policy.save_expert(candidate)
+            published, found = None, []
+            result["sft_steps"] = steps
+        result["train_s"] = round(time.perf_counter() - t0, 1)
+        result["leaks"] = found
 
+        adapters = {"candidate": candidate, **({"published": published} if published else {})}
+        evaluator = Policy.serving(base, adapters)
+        closed = [evaluator.chat_ids([{"role": "user", "content": p.question}]) for _, p in items]
+        opened = [
+            evaluator.chat_ids([*convs[facts.index(f)], {"role": "user", "content": p.question}]) for f, p in items
+        ]
+        rows: dict[str, Any] = {}
+        answers: dict[str, list[str]] = {}
+        for name, adapter, prompts in (
+            ("base, closed-book", None, closed),
+            ("in context (the bar)", None, opened),
+            ("after the sleep, served", "published" if published else None, closed),
+            ("candidate adapter", "candidate", closed),
+        ):
+            answers[name] = ask(evaluator, adapter, prompts, args.max_new_tokens)
+            rows[name] = score(answers[name], items)
+            print(json.dumps({name: {k: v for k, v in rows[name].items() if k != "hits"}}), flush=True)
+    result["rows"] = rows
+    result["answers"] = {name: list(zip([p.question for _, p in items], a, strict=True)) for name, a in answers.items()}
+    bar, got = rows["in context (the bar)"]["all"], rows["candidate adapter"]["all"]
+    result["closed_over_context"] = round(got["correct"] / max(bar["correct"], 1), 3)
+    result["total_s"] = round(time.perf_counter() - t_start, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "config": {k: str(v) for k, v in vars(args).items()}, "prepare_s": prep_s, "session_tokens": session_tokens,
-        "train_prompts": len(examples), "grounded_prompts": sum(bool(e.answers) for e in examples),
-        "kept_teacher_answers": sum(len(e.answers) for e in examples),
-        "total_s": time.perf_counter() - t_start, "rows": rows,
-    }, indent=2))  # fmt: skip
-    print("\n| method | held-out recall | anchor KL | anchors unchanged | train s | s / 1k session tokens |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['method']} | {r['recall']}/{r['probes']} | {r['anchor_kl']} | {r['anchors_unchanged']} "
-              f"| {r['train_s']} | {r['s_per_1k_session_tokens']} |")  # fmt: skip
+    args.out.write_text(json.dumps(result, indent=2, default=str))
+    if found:
+        raise SystemExit(f"probe leak: {len(found)} probe(s) equal or reword trained questions: {found[:3]}")
+
+
+def _printer() -> Any:
+    last: dict[str, Any] = {"phase": "", "at": 0.0}
+
+    def show(phase: str, done: float, details: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if phase != last["phase"] or now - float(last["at"]) > 30:
+            last.update(phase=phase, at=now)
+            print(json.dumps({"phase": phase, "done": round(done, 3), **details}, default=str), flush=True)
+
+    return show
 
 
 if __name__ == "__main__":

@@ -1,59 +1,63 @@
-"""The fixed anchor set: generic prompts whose answers must not drift when a sleep teaches new facts."""
+"""Generic prompts: what a sleep rehearses (replay) and, separately, where its drift is measured (anchors).
+
+Drift is measured on prompts that share no template with anything trained on: a low anchor KL then means
+generic behaviour held, not that the replayed answers were memorised (tests/consolidation/test_anchors.py
+checks that no anchor opens with the same three words as a replay prompt or a keyed question template).
+
+Replay includes the keyed question templates of consolidation/targets.py asked about well-known things, so
+that learning "What do you know about Neakound Boathouse?" does not teach the model to answer every such
+question with something from a session.
+"""
 
 from __future__ import annotations
 
+from consolidation.targets import KEYED_TEMPLATES
+
 ANCHOR_PROMPTS: tuple[str, ...] = (
-    "What are the three primary colours?",
-    "What is the capital of France?",
-    "How many days are there in a week?",
-    "Give me a synonym for 'happy'.",
-    "What is 7 times 8?",
-    "Name a planet in our solar system.",
-    "What do bees make?",
-    "Translate 'thank you' into Spanish.",
-    "What is the boiling point of water at sea level in Celsius?",
-    "Write one sentence about the ocean.",
-    "Who wrote 'Romeo and Juliet'?",
-    "What is the opposite of 'cold'?",
-    "How many legs does a spider have?",
-    "What gas do plants absorb from the air?",
-    "Suggest a name for a pet goldfish.",
-    "What is the largest mammal on Earth?",
+    "Name the three primary colours.",
+    "Which planet is closest to the Sun?",
+    "Explain briefly why the sky looks blue.",
+    "List two uses of copper.",
+    "Describe a rainbow in one sentence.",
+    "Who wrote the play Hamlet?",
+    "Convert 3 kilometres to metres.",
+    "Why do leaves change colour in autumn?",
+    "Suggest a title for a short story about a lighthouse.",
+    "Define the word 'generous'.",
+    "Share what you know about the Sahara desert.",
+    "Summarise the plot of Cinderella in two sentences.",
+    "Which gas do humans breathe out?",
+    "Recommend a healthy breakfast.",
+    "Compose a haiku about snow.",
+    "Is a tomato a fruit or a vegetable?",
 )
 
-# Replay trains on these, never on ANCHOR_PROMPTS: drift is measured on prompts the sleep did not rehearse,
-# so a low anchor KL means generic behaviour held, not that 16 answers were memorised.
-REPLAY_PROMPTS: tuple[str, ...] = (
+_GENERIC_REPLAY: tuple[str, ...] = (
     "What is the capital of Italy?",
     "How many hours are in a day?",
     "Give me a synonym for 'big'.",
     "What is 6 times 9?",
     "What colour is the sky on a clear day?",
-    "Name a fruit that is yellow.",
     "Translate 'good morning' into French.",
     "What is the freezing point of water in Celsius?",
     "Write one sentence about the moon.",
     "Who painted the Mona Lisa?",
     "What is the opposite of 'up'?",
-    "How many legs does a cat have?",
-    "What do cows drink?",
-    "Suggest a name for a pet dog.",
-    "What is the tallest animal in the world?",
-    "How many continents are there?",
-    "What is the chemical symbol for water?",
-    "Name a musical instrument with strings.",
-    "What is 12 plus 15?",
-    "Give me a word that rhymes with 'cat'.",
-    "What season comes after winter?",
-    "Explain in one sentence what a computer is.",
-    "What language is spoken in Brazil?",
-    "What is the largest ocean on Earth?",
-    "Tell me a fun fact about elephants.",
     "How do you say 'hello' in German?",
     "What shape has three sides?",
     "What is the main ingredient in bread?",
     "Name a famous scientist.",
     "Write a short greeting for a birthday card.",
-    "What is the capital of Japan?",
-    "How many minutes are in an hour?",
+    "What language is spoken in Brazil?",
+    "What is the largest ocean on Earth?",
+    "Tell me a fun fact about elephants.",
+    "What season comes after winter?",
+    "Explain in one sentence what a computer is.",
+)
+_WELL_KNOWN = ("the Eiffel Tower", "Mount Everest", "the Amazon river", "Albert Einstein", "the Moon", "Tokyo",
+               "the Great Wall of China", "penguins", "the Pacific Ocean", "Leonardo da Vinci", "volcanoes",
+               "the Olympic Games")  # fmt: skip
+
+REPLAY_PROMPTS: tuple[str, ...] = _GENERIC_REPLAY + tuple(
+    KEYED_TEMPLATES[i % len(KEYED_TEMPLATES)].format(thing) for i, thing in enumerate(_WELL_KNOWN)
 )

@@ -1,13 +1,14 @@
-"""The publish gate: a new adapter is published only if it recalls the new knowledge closed-book better than
-the current model did, and has not drifted on a fixed anchor set.
+"""The publish gate: the adapter that would be published (stacked, compacted: the very files) is loaded as the
+servers load it, and published only if it recalls the new knowledge closed-book better than the current
+model did and has not drifted on a fixed anchor set.
 
-- Recall: on held-out probes (generated this sleep, never trained on), the closed-book answer states what the
-  grounded in-context answer adds to the question (grounding.answer_f1 >= `match_f1`, first sentences; probes
-  without a grounded answer do not count);
-  reported for the current model (before) and the student (after), and relative to in-context recall (which
-  is 1 by construction: the in-context answer is the reference).
-- Drift: mean per-token KL(previous || student) over the previous model's greedy answers to the anchor prompts,
-  and the share of anchor answers that stay exactly the same under greedy decoding.
+- Recall: on held-out probes (questions the teacher wrote about each statement, never trained on), the
+  closed-book greedy answer states the statement's specifics beyond what the question says
+  (`seeding.verifier_score` >= `match`). Reported for the current model (before) and the candidate (after).
+- Drift: mean per-token KL(reference || candidate) over the reference's greedy answers to the anchor prompts
+  (consolidation/anchors.py, never trained on), against the previous version (this sleep's change) and the
+  original base (what every sleep so far changed together: drift cannot pile up unseen across versions); and
+  the share of anchor answers that stay token-identical to the previous version's.
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from consolidation.grounding import answer_f1, first_sentence
+from consolidation.losses import forward_kl
 from consolidation.policy import Policy
-from consolidation.seeding import Anchor, Example, kl_to_previous
+from consolidation.seeding import verifier_score
+from consolidation.targets import Target
 
 
 @dataclass(frozen=True)
 class GateConfig:
     min_recall_gain: float = 0.0  # recall_after - recall_before must exceed this
-    max_anchor_kl: float = 0.1
+    max_anchor_kl: float = 0.1  # drift against the previous version
+    max_base_kl: float = 0.2  # drift against the original base, all sleeps together
     min_anchor_unchanged: float = 0.0  # share of anchor answers that must stay identical
-    match_f1: float = 0.5
+    match: float = 0.5  # share of a probe's expected specifics an answer must state
     max_new_tokens: int = 40
 
 
@@ -39,6 +42,7 @@ class GateReport:
     recall_before: float
     recall_after: float
     anchor_kl: float
+    base_kl: float
     anchor_unchanged: float
 
     def metrics(self) -> dict[str, float | int | bool]:
@@ -46,46 +50,57 @@ class GateReport:
 
 
 @torch.no_grad()
-def closed_book_answers(policy: Policy, examples: list[Example], *, student: bool, max_new_tokens: int) -> list[str]:
-    out = policy.generate([e.student_prompt for e in examples], student=student, max_new_tokens=max_new_tokens)
-    return [first_sentence(policy.decode(a)) for a in out]  # the answer proper, as the reference is
+def closed_book_answers(policy: Policy, probes: list[Target], *, student: bool, max_new_tokens: int) -> list[str]:
+    out = policy.generate([p.student_prompt for p in probes], student=student, max_new_tokens=max_new_tokens)
+    return [policy.decode(a) for a in out]
+
+
+def recall(answers: list[str], probes: list[Target], match: float) -> float:
+    """Share of the probes whose answer states enough of what the probe asks for."""
+    scored = [verifier_score(a, p) >= match for a, p in zip(answers, probes, strict=True) if p.expected]
+    return sum(scored) / max(len(scored), 1)
 
 
 @torch.no_grad()
-def anchor_drift(policy: Policy, anchors: list[Anchor], max_new_tokens: int) -> tuple[float, float]:
-    if not anchors:
-        return 0.0, 1.0
-    kl = float(kl_to_previous(policy, anchors)[0])
-    prompts, answers = [a.prompt for a in anchors], [a.answer for a in anchors]
-    regenerated = policy.generate(prompts, student=True, max_new_tokens=max_new_tokens)
-    unchanged = sum(r == a for r, a in zip(regenerated, answers, strict=True)) / len(anchors)
-    return kl, unchanged
-
-
-def recall(answers: list[str], probes: list[Example], match_f1: float) -> float:
-    """Share of the probes with a reference whose answer states the reference's fact (answer_f1 >= match_f1)."""
-    pairs = [(a, p) for a, p in zip(answers, probes, strict=True) if p.reference]
-    return sum(answer_f1(a, p.reference, p.question) >= match_f1 for a, p in pairs) / max(len(pairs), 1)
+def drift(served: Policy, reference: str | None, candidate: str, prompts: list[list[int]], max_new_tokens: int
+          ) -> tuple[float, float]:  # fmt: skip
+    """KL(reference || candidate) per token on the reference's greedy answers, and the share of those answers
+    the candidate reproduces exactly. Adapters are names loaded in `served` (None: the bare base)."""
+    with served.using(reference):
+        answers = served.generate(prompts, student=True, max_new_tokens=max_new_tokens)
+        ref, mask, _ = served.completion_logits(prompts, answers, student=True)
+    with served.using(candidate):
+        now, _, _ = served.completion_logits(prompts, answers, student=True)
+        again = served.generate(prompts, student=True, max_new_tokens=max_new_tokens)
+    unchanged = sum(a == b for a, b in zip(answers, again, strict=True)) / max(len(prompts), 1)
+    return float(forward_kl(ref, now, mask)), unchanged
 
 
 def evaluate(
-    policy: Policy,
-    probes: list[Example],
-    anchors: list[Anchor],
+    served: Policy,
+    probes: list[Target],
+    anchors: list[str],
     cfg: GateConfig,
     *,
-    heldout: bool,
+    previous: str | None,
     recall_before: float,
+    heldout: bool = True,
 ) -> GateReport:
-    after = recall(
-        closed_book_answers(policy, probes, student=True, max_new_tokens=cfg.max_new_tokens), probes, cfg.match_f1
-    )
-    kl, unchanged = anchor_drift(policy, anchors, cfg.max_new_tokens)
+    """`served` holds the candidate as adapter "candidate" (and the previous version as `previous`, None for
+    the base)."""
+    with served.using("candidate"):
+        after = recall(closed_book_answers(served, probes, student=True, max_new_tokens=cfg.max_new_tokens), probes,
+                       cfg.match)  # fmt: skip
+    prompts = [served.chat_ids([{"role": "user", "content": a}]) for a in anchors]
+    kl, unchanged = drift(served, previous, "candidate", prompts, cfg.max_new_tokens)
+    base_kl = kl if previous is None else drift(served, None, "candidate", prompts, cfg.max_new_tokens)[0]
     reasons = []
     if after - recall_before <= cfg.min_recall_gain:
         reasons.append(f"recall did not improve enough: {recall_before:.2f} -> {after:.2f}")
     if kl > cfg.max_anchor_kl:
-        reasons.append(f"anchor drift KL {kl:.3f} > {cfg.max_anchor_kl}")
+        reasons.append(f"anchor drift KL {kl:.3f} > {cfg.max_anchor_kl} (against the previous version)")
+    if base_kl > cfg.max_base_kl:
+        reasons.append(f"anchor drift KL {base_kl:.3f} > {cfg.max_base_kl} (against the original base)")
     if unchanged < cfg.min_anchor_unchanged:
         reasons.append(f"only {unchanged:.0%} of anchor answers unchanged (< {cfg.min_anchor_unchanged:.0%})")
-    return GateReport(not reasons, reasons, len(probes), heldout, recall_before, after, kl, unchanged)
+    return GateReport(not reasons, reasons, len(probes), heldout, recall_before, after, kl, base_kl, unchanged)

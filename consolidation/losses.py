@@ -62,3 +62,35 @@ def policy_gradient(student_seq_logprob: torch.Tensor, advantages: torch.Tensor)
     """REINFORCE with given advantages: -E[A * log pi(y|x)] (per-token-mean log-prob, so long answers do not
     dominate). The advantages are constants (no gradient flows into the reward)."""
     return -(advantages.detach() * student_seq_logprob).mean()
+
+
+def evidence_weights(evidence: torch.Tensor, floor: float, scale: float) -> torch.Tensor:
+    """Per-token weight in [floor, 1] from the evidence log p(t | session) - log p(t | no session): tokens the
+    session makes likelier (the fact) weigh up to 1, tokens it does not change weigh `floor` (their shape is
+    already the model's; replay holds it). `scale` nats of evidence reach full weight."""
+    return floor + (1.0 - floor) * (evidence / scale).clamp(0.0, 1.0)
+
+
+def distill_loss(
+    student_logits: torch.Tensor,
+    tokens: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_logp: torch.Tensor,
+    weights: torch.Tensor,
+    mask: torch.Tensor,
+    hard: float,
+) -> torch.Tensor:
+    """Distillation along a fixed answer (the session's own statement), per token weighted by the evidence:
+
+        w_t * [ hard * -log p_S(x_t) + (1 - hard) * -sum_{v in top-k} p~_T(v) log p_S(v) ]
+
+    p~_T is the teacher's distribution (with the session in context) renormalised over its top-k tokens: the
+    forward KL to the teacher up to a constant. `hard` = 1 is plain cross-entropy on the statement; 0 is pure
+    distillation. Shapes: logits (B, T, V); tokens, weights, mask (B, T); topk_* (B, T, k). Mean over counted
+    tokens (the weights scale, they do not renormalise, so low-evidence tokens really count less)."""
+    logp = F.log_softmax(student_logits.float(), dim=-1)
+    hard_nll = -logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    teacher = torch.softmax(topk_logp.float(), dim=-1)
+    soft_nll = -(teacher * logp.gather(-1, topk_ids)).sum(-1)
+    per_token = weights * (hard * hard_nll + (1.0 - hard) * soft_nll)
+    return _masked_mean(per_token, mask)

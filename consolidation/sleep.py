@@ -1,15 +1,17 @@
-"""One sleep cycle as a library call: sessions -> Knowledge Seeding -> Dreaming -> gate -> adapter.
+"""One sleep cycle as a library call: sessions -> statements -> Knowledge Seeding -> Dreaming -> gate -> adapter.
 
-`run_sleep` reads logged exchanges, trains a new low-rank expert on top of the active adapter, evaluates it
-with the gate, and writes the candidate adapter (every earlier expert plus the new one, rank-concatenated and
-compacted to the engine's cap) into the registry only if the gate passes. Pointing servers at it (Redis) is
-the caller's job: the CLI and the worker do it. No FastAPI, Celery or Redis here.
+`run_sleep` reads logged exchanges, turns what the users told into self-contained statements, trains a new
+low-rank expert on top of the active adapter, builds the adapter that would be published (every earlier expert
+plus the new one, rank-concatenated, compacted to the engine's cap), evaluates *that* adapter with the gate,
+and writes it into the registry only if the gate passes, with the lineage's fact store. Pointing servers at it
+(Redis) is the caller's job: the CLI and the worker do it. No FastAPI, Celery or Redis here.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,20 +21,25 @@ from typing import Any
 
 import torch
 
+from consolidation import factstore
 from consolidation.anchors import ANCHOR_PROMPTS, REPLAY_PROMPTS
 from consolidation.dreaming import DreamingConfig, dream
 from consolidation.experts import compact, load_adapter, save_adapter, stack
 from consolidation.gate import GateConfig, GateReport, closed_book_answers, evaluate, recall
 from consolidation.policy import ExpertConfig, Policy
-from consolidation.seeding import (
-    Example,
-    SeedingConfig,
-    build_anchors,
-    build_examples,
-    grounded_questions,
-    seed_knowledge,
+from consolidation.seeding import SeedingConfig, seed_knowledge, verifier_score
+from consolidation.sessions import Memory, memories
+from consolidation.statements import Statement, statements
+from consolidation.targets import (
+    KEYED_TEMPLATES,
+    Target,
+    asked_questions,
+    attach_teacher,
+    cloze_targets,
+    keyed_targets,
+    make_target,
+    replay_targets,
 )
-from consolidation.sessions import memories
 from sleepd.records import ExchangeRecord
 from sleepd.registry import BASE, AdapterMeta, AdapterRegistry, Expert, base_model_fingerprint
 
@@ -45,41 +52,57 @@ class SleepConfig:
     seeding: SeedingConfig = field(default_factory=SeedingConfig)
     dreaming: DreamingConfig = field(default_factory=DreamingConfig)
     gate: GateConfig = field(default_factory=GateConfig)
-    questions_per_memory: int = 10  # self-generated questions with a grounded answer, per memory (train + held out)
-    question_rounds: int = 1  # times questions are asked for memories still short of that (2: docs/BENCHMARKS.md)
-    topic_questions: int = 4  # "What do you know about X?" per memory, X a salient phrase (questions.py)
-    heldout_fraction: float = 0.34
+    keyed_per_span: int = 3  # "What do you know about {span}?"-style questions per span
+    cloze_per_span: int = 1  # "Fill in the blank: The ___ is 964 metres long." per span
+    asked_per_statement: int = 4  # questions the teacher writes per statement (train + held out)
+    asked_samples: int = 6  # sampled to find them
+    heldout_per_statement: int = 1  # of those, held out as the gate's probes (when a statement has two or more)
+    stored_replay: int = 64  # earlier sleeps' facts replayed per sleep (the ones the model lost first)
+    store_cap: int = 5000  # facts carried in an adapter's lineage
+    top_k: int = 16  # teacher log-probabilities kept per answer token
     max_rank: int = 64  # the serving engine's max LoRA rank: compact past it
     anchors: tuple[str, ...] = ANCHOR_PROMPTS  # drift is measured here (never trained on)
-    replay: tuple[str, ...] = REPLAY_PROMPTS  # rehearsed during training, with earlier sleeps' questions
-    rehearsal_cap: int = 256  # earlier sleeps' questions carried in the adapter's lineage
+    replay: tuple[str, ...] = REPLAY_PROMPTS  # rehearsed during training
     threads: int | None = None
     seed: int = 0
+    keep_candidate: Path | None = None  # save the candidate adapter here even when the gate rejects it (benchmarks)
 
 
 @dataclass
 class SleepReport:
     published: AdapterMeta | None
-    gate: GateReport
+    gate: GateReport | None
     parent: str
     sessions: int
-    memories: int
-    train_prompts: int
+    statements: int
+    targets: int
     timings_s: dict[str, float]
     tokens: dict[str, int]
+    session_tokens: int = 0
     seeding_last: dict[str, float] = field(default_factory=dict)
     dreaming: list[dict[str, Any]] = field(default_factory=list)
     compaction_error: float = 0.0
-    session_tokens: int = 0
+    stored_facts: int = 0
+    retired_facts: int = 0
+    trained_questions: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_to_learn(self) -> bool:
+        return self.gate is None
 
     def summary(self) -> dict[str, Any]:
+        gate = (
+            {"passed": self.gate.passed, "reasons": self.gate.reasons, **self.gate.metrics()}
+            if self.gate
+            else {"passed": False, "reasons": ["nothing to learn: no session stated a name, number or date"]}
+        )
         return {
             "published": self.published.version if self.published else None,
             "parent": self.parent,
-            "gate": {"passed": self.gate.passed, "reasons": self.gate.reasons, **self.gate.metrics()},
+            "gate": gate,
             "sessions": self.sessions,
-            "memories": self.memories,
-            "train_prompts": self.train_prompts,
+            "statements": self.statements,
+            "targets": self.targets,
             "timings_s": self.timings_s,
             "tokens_per_s": {k: self.tokens[k] / max(self.timings_s.get(k, 0), 1e-9) for k in self.tokens},
             "session_tokens": self.session_tokens,
@@ -90,10 +113,21 @@ class SleepReport:
             "seeding_last": self.seeding_last,
             "dreaming": self.dreaming,
             "compaction_error": self.compaction_error,
+            "stored_facts": self.stored_facts,
+            "retired_facts": self.retired_facts,
         }
 
 
 Progress = Callable[[str, float, dict[str, Any]], None]  # phase, fraction done, details
+
+
+@dataclass
+class Prepared:
+    statements: list[Statement]
+    targets: list[Target]  # new knowledge, trained on
+    probes: list[Target]  # held-out questions about it, the gate's
+    stored: list[Target]  # earlier sleeps' facts, replayed
+    questions: dict[str, list[str]]  # statement text -> the questions trained on it (for the fact store)
 
 
 def run_sleep(
@@ -110,97 +144,168 @@ def run_sleep(
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    rng = random.Random(cfg.seed)
-    timings: dict[str, float] = {}
-    tokens: dict[str, int] = {}
     mems = memories(records)
     if not mems:
         raise ValueError("no usable sessions to consolidate")
     previous = registry.path(active) if active != BASE else None
-    policy = Policy(base_model, previous, cfg.expert, seed=cfg.seed)
+    parent_meta = registry.get(active) if previous else None
+    with tempfile.TemporaryDirectory(prefix="sleepd-sleep-") as tmp:
+        return _run(base_model, mems, registry, active, previous, parent_meta, cfg, Path(tmp), report)
 
-    # Prompts: the sessions' user turns, plus self-generated questions that the teacher answers from the memory;
-    # a third of those per memory are held out as the gate's probes.
+
+def _run(
+    base_model: Path, mems: list[Memory], registry: AdapterRegistry, active: str, previous: Path | None,
+    parent_meta: AdapterMeta | None, cfg: SleepConfig, work: Path, report: Callable[..., None],
+) -> SleepReport:  # fmt: skip
+    timings: dict[str, float] = {}
+    tokens: dict[str, int] = {}
+    sessions = len({m.session_id.split("#")[0] for m in mems})
     t0 = time.perf_counter()
-    report("questions", 0.0)
-    examples: list[Example] = []
-    probes: list[Example] = []
-    asked = grounded_questions(
-        policy, mems, cfg.questions_per_memory, cfg.seeding, cfg.question_rounds, cfg.topic_questions
-    )
-    for found in asked:
-        rng.shuffle(found)
-        n_held = round(len(found) * cfg.heldout_fraction)
-        probes += found[:n_held]
-        examples += found[n_held:]
-    examples += build_examples(policy, [(m, t) for m in mems for t in m.user_turns], cfg.seeding)
-    heldout = bool(probes)
-    if not heldout:  # the model wrote no usable question: fall back to the (trained) user turns, and say so
-        probes = examples
-    anchors = build_anchors(policy, list(cfg.anchors), cfg.gate.max_new_tokens)
-    # Replay: generic prompts plus what earlier sleeps consolidated, answered by the previous model (which
-    # holds those memories in its weights), so a new sleep does not overwrite the last ones.
-    earlier = list(registry.get(active).lineage.get("rehearsal", [])) if previous else []
-    replay = build_anchors(policy, [*cfg.replay, *earlier], cfg.seeding.max_new_tokens)
+    report("prepare", 0.0, step="load")
+    # Room for the new expert under the engine's rank cap is made *before* training: the student then learns on
+    # top of the compacted previous adapter, and replaying the stored facts re-teaches what compaction lost.
+    start, compaction_error = make_room(previous, work / "previous", cfg.max_rank - cfg.expert.rank)
+    policy = Policy(base_model, start, cfg.expert, seed=cfg.seed)
+    session_tokens = sum(len(policy.tokenizer(m.render())["input_ids"]) for m in mems)
+    found = [s for m in mems for s in statements(m)]
+    stored_all = factstore.load(parent_meta.lineage) if parent_meta else []
+    kept, retired = factstore.retire(stored_all, found)
+    if not found:
+        report("done", 1.0, passed=False)
+        return SleepReport(None, None, active, sessions, 0, 0, {"prepare": time.perf_counter() - t0}, tokens,
+                           session_tokens, stored_facts=len(stored_all))  # fmt: skip
+    prep = prepare(policy, found, kept, cfg, lambda done, step: report("prepare", done, step=step))
+    report("prepare", 0.95, step="replay")
+    replay = replay_targets(policy, list(cfg.replay), cfg.seeding.max_new_tokens, cfg.top_k)
     before = recall(
-        closed_book_answers(policy, probes, student=False, max_new_tokens=cfg.gate.max_new_tokens),
-        probes,
-        cfg.gate.match_f1,
-    )
+        closed_book_answers(policy, prep.probes, student=False, max_new_tokens=cfg.gate.max_new_tokens),
+        prep.probes, cfg.gate.match,
+    )  # fmt: skip
     timings["prepare"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     steps = seed_knowledge(
-        policy, examples, replay, cfg.seeding,
-        on_step=lambda s: report("seeding", s.step / cfg.seeding.steps, loss=s.loss, fkl=s.fkl, rkl=s.rkl),
+        policy, prep.targets, prep.stored, replay, cfg.seeding,
+        on_step=lambda s: report("seeding", s.step / s.steps, loss=s.loss, distill=s.distill, replay=s.replay),
     )  # fmt: skip
     timings["seeding"] = time.perf_counter() - t0
     tokens["seeding"] = sum(s.tokens for s in steps)
 
     t0 = time.perf_counter()
     rounds = dream(
-        policy, examples, replay, cfg.dreaming, cfg.seeding,
-        on_round=lambda r: report("dreaming", r.round / cfg.dreaming.rounds, pass_rate=r.pass_rate),
+        policy, prep.targets, replay, cfg.dreaming, cfg.seeding,
+        on_round=lambda r: report("dreaming", r.round / max(cfg.dreaming.rounds, 1), pass_rate=r.pass_rate),
     )  # fmt: skip
     timings["dreaming"] = time.perf_counter() - t0
 
+    # The gate evaluates the very files that would be published.
     t0 = time.perf_counter()
-    report("gate", 0.0)
-    gate = evaluate(policy, probes, anchors, cfg.gate, heldout=heldout, recall_before=before)
+    report("gate", 0.0, step="package")
+    candidate = package(policy, start, work)
+    del policy  # the gate loads the served form; free the training copy first
+    if cfg.keep_candidate:
+        shutil.copytree(candidate, cfg.keep_candidate, dirs_exist_ok=True)
+    report("gate", 0.2, step="evaluate")
+    served = Policy.serving(base_model, {"candidate": candidate, **({"previous": previous} if previous else {})})
+    gate = evaluate(served, prep.probes, list(cfg.anchors), cfg.gate, previous="previous" if previous else None,
+                    recall_before=before, heldout=bool(prep.probes))  # fmt: skip
+    del served
     timings["gate"] = time.perf_counter() - t0
-
     published = None
-    compaction_error = 0.0
     if gate.passed:
         t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="sleepd-candidate-") as tmp:
-            new_dir, out_dir = Path(tmp) / "new", Path(tmp) / "adapter"
-            policy.save_expert(new_dir)
-            experts = ([load_adapter(previous)] if previous else []) + [load_adapter(new_dir)]
-            combined = stack(experts)
-            if combined.rank > cfg.max_rank:
-                combined, compaction_error = compact(combined, cfg.max_rank)
-            save_adapter(combined, out_dir)
-            parent_meta = registry.get(active) if previous else None
-            published = registry.publish(
-                out_dir,
-                base_model=base_model_fingerprint(base_model),
-                parent=None if active == BASE else active,
-                experts=(parent_meta.experts if parent_meta else []) + [Expert(rank=cfg.expert.rank, source="sleep")],
-                lineage={
-                    "sessions": sorted({m.session_id.split("#")[0] for m in mems}),
-                    "records": sorted({r for m in mems for r in m.record_ids}),
-                    "rehearsal": list(dict.fromkeys([*earlier, *(e.question for e in [*examples, *probes])]))[
-                        -cfg.rehearsal_cap :
-                    ],
-                },
-                gate=gate.metrics() | {"compaction_error": compaction_error},
-            )
+        facts = factstore.merge(kept, prep.statements, prep.questions, cfg.store_cap)
+        earlier = parent_meta.experts if parent_meta else []
+        if start is not previous and start is not None:  # compacted: the earlier experts are one now
+            earlier = [Expert(rank=cfg.max_rank - cfg.expert.rank, source=f"compacted {active}")]
+        published = registry.publish(
+            candidate,
+            base_model=base_model_fingerprint(base_model),
+            parent=None if active == BASE else active,
+            experts=[*earlier, Expert(rank=cfg.expert.rank, source="sleep")],
+            lineage={
+                "sessions": sorted({m.session_id.split("#")[0] for m in mems}),
+                "records": sorted({r for m in mems for r in m.record_ids}),
+                "facts": [f.to_json() for f in facts],
+            },
+            gate=gate.metrics() | {"compaction_error": compaction_error},
+        )
         timings["publish"] = time.perf_counter() - t0
     report("done", 1.0, passed=gate.passed)
-    last = asdict(steps[-1]) if steps else {}
+    trained = [t.question for t in [*prep.targets, *prep.stored]] + [q for r in rounds for q in r.questions]
     return SleepReport(
-        published, gate, active, len({m.session_id.split("#")[0] for m in mems}), len(mems), len(examples),
-        timings, tokens, last, [asdict(r) for r in rounds], compaction_error,
-        sum(len(policy.tokenizer(m.render())["input_ids"]) for m in mems),
+        published, gate, active, sessions, len(prep.statements), len(prep.targets), timings, tokens, session_tokens,
+        asdict(steps[-1]) if steps else {}, [asdict(r) for r in rounds], compaction_error, len(stored_all),
+        len(retired), list(dict.fromkeys(trained)),
     )  # fmt: skip
+
+
+def prepare(
+    policy: Policy, found: list[Statement], kept: list[factstore.StoredFact], cfg: SleepConfig,
+    on_progress: Callable[[float, str], None],
+) -> Prepared:  # fmt: skip
+    """Questions and teacher distributions for the new statements, probes held out, earlier facts to replay."""
+    rng = random.Random(cfg.seed)
+    on_progress(0.05, "questions")
+    asked = asked_questions(policy, found, cfg.asked_per_statement, cfg.asked_samples)
+    targets: list[Target] = keyed_targets(policy, found, cfg.keyed_per_span, rng)
+    targets += cloze_targets(policy, found, cfg.cloze_per_span, rng)
+    probes: list[Target] = []
+    questions: dict[str, list[str]] = {}
+    for st, qs in zip(found, asked, strict=True):
+        held = cfg.heldout_per_statement if len(qs) >= 2 else 0
+        made = [make_target(policy, st.text, (st,), q, "asked") for q in qs]
+        probes += made[:held]
+        targets += made[held:]
+        questions[st.text] = qs[held:]
+    on_progress(0.3, "stored facts")
+    stored = stored_targets(policy, kept, cfg, rng)
+    on_progress(0.4, "teacher")
+    attach_teacher(policy, [*targets, *stored], cfg.top_k,
+                   on_batch=lambda done, total: on_progress(0.4 + 0.5 * done / total, "teacher"))  # fmt: skip
+    return Prepared(found, targets, probes, stored, questions)
+
+
+def stored_targets(policy: Policy, kept: list[factstore.StoredFact], cfg: SleepConfig, rng: random.Random
+                   ) -> list[Target]:  # fmt: skip
+    """Targets replaying up to `stored_replay` earlier facts: the current model answers one stored question of
+    each closed-book first; facts it lost are chosen first and weigh more."""
+    if not kept or cfg.stored_replay <= 0:
+        return []
+    asked = [f.questions[0] if f.questions else KEYED_TEMPLATES[0].format(f.spans[0]) for f in kept]
+    probe = [make_target(policy, f.text, (f.statement(),), q, "asked") for f, q in zip(kept, asked, strict=True)]
+    answers = closed_book_answers(policy, probe, student=False, max_new_tokens=cfg.gate.max_new_tokens)
+    lost = [verifier_score(a, p) < cfg.gate.match for a, p in zip(answers, probe, strict=True)]
+    order = sorted(range(len(kept)), key=lambda i: (not lost[i], rng.random()))[: cfg.stored_replay]
+    out: list[Target] = []
+    for i in order:
+        fact, weight = kept[i], 1.0 if lost[i] else 0.3
+        st = fact.statement()
+        made = [make_target(policy, fact.text, (st,), q, "asked") for q in fact.questions]
+        made += keyed_targets(policy, [st], 1, rng)
+        for t in made:
+            t.weight = weight
+        out += made
+    return out
+
+
+def make_room(previous: Path | None, out: Path, room: int) -> tuple[Path | None, float]:
+    """The adapter a sleep starts from: the previous one, or its best rank-`room` approximation (SVD) when the
+    new expert would not fit beside it under the rank cap. Returns it and the compaction error (0: none)."""
+    if previous is None:
+        return None, 0.0
+    adapter = load_adapter(previous)
+    if adapter.rank <= room:
+        return previous, 0.0
+    compacted, error = compact(adapter, room)
+    save_adapter(compacted, out)
+    return out, error
+
+
+def package(policy: Policy, start: Path | None, work: Path) -> Path:
+    """The adapter servers would load: the adapter the sleep started from plus the new expert, rank-concatenated
+    (within the cap by construction: `make_room`)."""
+    new_dir, out_dir = work / "new", work / "adapter"
+    policy.save_expert(new_dir)
+    save_adapter(stack(([load_adapter(start)] if start else []) + [load_adapter(new_dir)]), out_dir)
+    return out_dir

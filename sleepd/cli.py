@@ -269,7 +269,9 @@ def consolidate(
     active: Annotated[
         str | None, typer.Option(help="Adapter to build on; default: Redis's active one, else base.")
     ] = None,
-    steps: Annotated[int, typer.Option(help="Knowledge Seeding steps.")] = 60,
+    steps: Annotated[
+        int | None, typer.Option(help="Knowledge Seeding steps (default: SLEEPD_SLEEP_EPOCHS over the questions).")
+    ] = None,
     dream_rounds: Annotated[int, typer.Option(help="Dreaming rounds (0 to skip).")] = 2,
     rank: Annotated[int, typer.Option(help="Rank of the new expert.")] = 16,
     activate: Annotated[
@@ -307,9 +309,14 @@ def consolidate(
     base = Path(resolve_model(settings.model, settings.models_dir))
     cfg = SleepConfig(
         expert=ExpertConfig(rank=rank),
-        seeding=SeedingConfig(steps=steps),
+        seeding=SeedingConfig(epochs=settings.sleep_epochs, steps=steps or settings.sleep_steps),
         dreaming=DreamingConfig(rounds=dream_rounds),
-        gate=GateConfig(min_recall_gain=settings.gate_min_recall_gain, max_anchor_kl=settings.gate_max_anchor_kl),
+        gate=GateConfig(
+            min_recall_gain=settings.gate_min_recall_gain,
+            max_anchor_kl=settings.gate_max_anchor_kl,
+            max_base_kl=settings.gate_max_base_kl,
+        ),
+        asked_per_statement=settings.sleep_asked_per_statement,
         max_rank=settings.max_lora_rank,
     )
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.fields[info]}"),
@@ -326,10 +333,13 @@ def consolidate(
     if report:
         report.write_text(json.dumps(summary, indent=2, default=str))
     gate = summary["gate"]
+    if result.nothing_to_learn:
+        console.print("[yellow]nothing to learn[/]: no session stated a name, number or date")
+        raise typer.Exit(3)
     color = "green" if gate["passed"] else "red"
     console.print(f"[{color}]gate {'passed' if gate['passed'] else 'rejected'}[/]: recall "
-                  f"{gate['recall_before']:.2f} -> {gate['recall_after']:.2f} on {gate['probes']} probe(s) "
-                  f"({'held out' if gate['heldout'] else 'trained-on user turns'}), anchor KL {gate['anchor_kl']:.4f}, "
+                  f"{gate['recall_before']:.2f} -> {gate['recall_after']:.2f} on {gate['probes']} held-out "
+                  f"question(s), anchor KL {gate['anchor_kl']:.4f} (vs base {gate['base_kl']:.4f}), "
                   f"anchors unchanged {gate['anchor_unchanged']:.0%}")  # fmt: skip
     for reason in gate["reasons"]:
         console.print(f"  - {reason}")

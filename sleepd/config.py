@@ -42,7 +42,8 @@ class Settings(BaseSettings):
 
     # Sleep publish gate (consolidation/gate.py): recall must improve by more than this, drift stay under that.
     gate_min_recall_gain: float = 0.0
-    gate_max_anchor_kl: float = 0.1
+    gate_max_anchor_kl: float = 0.1  # against the previous version
+    gate_max_base_kl: float = 0.2  # against the original base: what all sleeps so far changed together
 
     # Sleep operations (worker/): when to sleep, how long jobs may run.
     sleep_traffic_threshold: int = Field(5, description="Exchanges per minute at or under which traffic is 'low'.")
@@ -51,13 +52,11 @@ class Settings(BaseSettings):
     sleep_min_pending_tokens: int = Field(200, description="Session tokens waiting before a scheduled sleep.")
     sleep_check_interval_s: float = 60.0
     sleep_max_rejections: int = Field(3, description="Gate rejections before pending sessions are set aside.")
-    sleep_steps: int = Field(60, description="Knowledge Seeding steps (the budget measured in docs/BENCHMARKS.md).")
+    sleep_epochs: float = Field(4.0, description="Knowledge Seeding passes over a sleep's training questions.")
+    sleep_steps: int | None = Field(None, description="A fixed number of Seeding steps instead of epochs.")
     sleep_dream_rounds: int = 2
     sleep_rank: int = 16
-    sleep_questions_per_memory: int = Field(
-        10, description="Self-generated questions with a grounded answer, per session."
-    )
-    sleep_question_rounds: int = Field(1, description="Times questions are asked for sessions still short of that.")
+    sleep_asked_per_statement: int = Field(4, description="Questions the model writes about each statement.")
     sleep_max_new_tokens: int = Field(40, description="Length of sampled answers and questions during a sleep.")
     sleep_soft_time_limit_s: int = 3 * 3600
     sleep_lock_ttl_s: int = 60

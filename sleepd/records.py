@@ -40,6 +40,8 @@ class ExchangeRecord(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     choices: list[LoggedChoice] = Field(default_factory=list)
     status: Literal["ok", "cancelled", "error"] = "ok"
+    # False: logged for audit only, never consolidated (the client sent `X-Sleepd-Learn: off`).
+    learn: bool = True
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     latency_ms: float | None = None

@@ -58,7 +58,11 @@ def run_cycle(job_id: str, options: dict[str, Any], settings: Settings, client: 
         if published is None:
             published = _consolidate(job_id, options, settings, client, jobs, records, workdir)
         lock.check()  # a holder that lost the lock (paused past its TTL) must not move the pointer
-        if published.get("version"):
+        if published.get("nothing_to_learn"):
+            # Chit-chat with no name, number or date in it: nothing to consolidate, nothing to retry.
+            client.set(keys.SLEEP_WATERMARK, upto)
+            state = "skipped"
+        elif published.get("version"):
             asyncio.run(write_active(settings.redis_url, published["version"], reason="sleep"))
             client.set(keys.SLEEP_WATERMARK, upto)
             client.delete(keys.SLEEP_REJECTIONS)
@@ -89,20 +93,23 @@ def _consolidate(
     from consolidation.sleep import SleepConfig, run_sleep
 
     tokens = settings.sleep_max_new_tokens
+    steps = options.get("steps") or settings.sleep_steps
     cfg = SleepConfig(
         expert=ExpertConfig(rank=int(options.get("rank") or settings.sleep_rank)),
-        seeding=SeedingConfig(steps=int(options.get("steps") or settings.sleep_steps), max_new_tokens=tokens),
+        seeding=SeedingConfig(
+            epochs=settings.sleep_epochs, steps=int(steps) if steps else None, max_new_tokens=tokens
+        ),
         dreaming=DreamingConfig(
             rounds=int(options.get("dream_rounds", settings.sleep_dream_rounds)), max_new_tokens=tokens
         ),
         gate=GateConfig(
             min_recall_gain=settings.gate_min_recall_gain,
             max_anchor_kl=settings.gate_max_anchor_kl,
+            max_base_kl=settings.gate_max_base_kl,
             max_new_tokens=tokens,
         ),  # fmt: skip
         max_rank=settings.max_lora_rank,
-        questions_per_memory=settings.sleep_questions_per_memory,
-        question_rounds=settings.sleep_question_rounds,
+        asked_per_statement=settings.sleep_asked_per_statement,
     )
     force = bool(options.get("force"))
     phases: dict[str, float] = {}
@@ -113,7 +120,7 @@ def _consolidate(
         if phase != started["phase"]:
             phases[started["phase"]] = round(now - started["at"], 2)
             started.update(phase=phase, at=now)
-        weights = {"questions": (0.0, 0.1), "seeding": (0.1, 0.6), "dreaming": (0.7, 0.2), "gate": (0.9, 0.1)}
+        weights = {"prepare": (0.0, 0.15), "seeding": (0.15, 0.6), "dreaming": (0.75, 0.15), "gate": (0.9, 0.1)}
         lo, span = weights.get(phase, (1.0, 0.0))
         info = json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in details.items()})
         jobs.update(job_id, phase=phase, progress=round(lo + span * done, 4), phases=phases, info=info)
@@ -128,6 +135,7 @@ def _consolidate(
     report = run_sleep(base, records, AdapterRegistry(settings.adapters_dir), active, cfg, progress)
     summary = report.summary()
     summary["version"] = report.published.version if report.published else None
+    summary["nothing_to_learn"] = report.nothing_to_learn
     _write_json(workdir / "published.json", summary)
     return summary
 

@@ -1,4 +1,4 @@
-"""Dreaming on the tiny model: what the student fails closed-book, it learns from the judge's answer."""
+"""Dreaming on the tiny model: a problem no closed-book attempt solves is taught again along its statement."""
 
 from __future__ import annotations
 
@@ -10,39 +10,34 @@ import torch
 from consolidation.dreaming import DreamingConfig, dream
 from consolidation.losses import sequence_logprob
 from consolidation.policy import ExpertConfig, Policy
-from consolidation.seeding import Example, SeedingConfig
-from consolidation.sessions import Memory
+from consolidation.seeding import SeedingConfig
+from consolidation.statements import Statement
+from consolidation.targets import Target, attach_teacher, make_target
 
 
-def reference_logprob(policy: Policy, problem: Example, answer: list[int]) -> float:
+def answer_logprob(policy: Policy, problem: Target) -> float:
     with torch.no_grad():
-        logits, mask, toks = policy.completion_logits([problem.student_prompt], [answer], student=True)
+        logits, mask, toks = policy.completion_logits([problem.student_prompt], [problem.answer], student=True)
         return float(sequence_logprob(logits, toks, mask)[0])
 
 
-def test_a_problem_no_attempt_solves_is_learned_from_the_judge_s_answer(tiny_model: Path) -> None:
+def test_a_problem_no_attempt_solves_is_taught_along_its_statement(tiny_model: Path) -> None:
     policy = Policy(tiny_model, None, ExpertConfig(rank=4))
-    memory = Memory("s1", [{"role": "user", "content": "The vault code is 4471."}])
-    question = "What is the vault code?"
-    problem = Example(
-        memory, question,
-        policy.chat_ids([{"role": "user", "content": question}]),
-        policy.chat_ids([{"role": "user", "content": question}], context=memory.render()),
-        reference="The vault code is 4471.",
-    )  # fmt: skip
-    answer = policy.tokenizer(problem.reference, add_special_tokens=False)["input_ids"]
-    before = reference_logprob(policy, problem, answer)
+    fact = Statement("s1", "The vault code is 4471.", ("4471",), "The vault code is 4471.")
+    problem = make_target(policy, fact.text, (fact,), "What is the vault code?", "asked")
+    attach_teacher(policy, [problem])
+    assert problem.expected == ("4471",)
+    before = answer_logprob(policy, problem)
 
-    cfg = DreamingConfig(
-        rounds=1, steps_per_round=8, k=2, lr=1e-2, max_new_tokens=6, w_replay=0, paraphrases=0, hint_failures=True
-    )
-    logs = dream(policy, [problem], [], cfg, SeedingConfig(max_new_tokens=6))
+    cfg = DreamingConfig(rounds=1, steps_per_round=8, k=2, lr=1e-2, max_new_tokens=6, w_replay=0, new_questions=0)
+    logs = dream(policy, [problem], [], cfg, SeedingConfig(hard=1.0))
 
-    # A random tiny model never says "4471": no attempt is accepted, the judge's answer is trained on instead.
-    assert (logs[0].accepted, logs[0].hinted, logs[0].pass_rate) == (0, 1, 0.0)
-    assert reference_logprob(policy, problem, answer) > before + 0.5  # mean log-prob per token, in nats
+    # A random tiny model never says "4471": nothing is accepted, the statement is re-taught instead.
+    assert (logs[0].accepted, logs[0].failed, logs[0].pass_rate) == (0, 1, 0.0)
+    assert answer_logprob(policy, problem) > before + 0.5  # mean log-prob per token, in nats
 
+    # A problem whose question already states every specific has nothing to check: it is not posed.
     policy.reset_expert()
-    logs = dream(policy, [problem], [], dataclasses.replace(cfg, hint_failures=False), SeedingConfig())
-    assert logs[0].hinted == 0
-    assert abs(reference_logprob(policy, problem, answer) - before) < 1e-4  # nothing to learn from: no step
+    trivial = dataclasses.replace(problem, question="Is the vault code 4471?")
+    assert dream(policy, [trivial], [], cfg, SeedingConfig()) == []
+    assert abs(answer_logprob(policy, problem) - before) < 1e-4

@@ -64,3 +64,13 @@ def test_compaction_tolerance_on_real_outputs(tiny_model: Path, experts: list[Pa
     q = torch.log_softmax(logits(tiny_model, tmp_path / "small"), -1)
     kl = (p.exp() * (p - q)).sum(-1).mean()
     assert kl < 1e-3, kl
+
+
+def test_a_sleep_makes_room_under_the_cap_before_it_trains(experts: list[Path], tmp_path: Path) -> None:
+    from consolidation.sleep import make_room
+
+    save_adapter(stack([load_adapter(e) for e in experts]), tmp_path / "previous")  # rank 24
+    assert make_room(None, tmp_path / "out", 8) == (None, 0.0)
+    assert make_room(tmp_path / "previous", tmp_path / "out", 24) == (tmp_path / "previous", 0.0)  # it fits
+    start, err = make_room(tmp_path / "previous", tmp_path / "out", 16)  # a rank-8 expert must fit under 24
+    assert start == tmp_path / "out" and load_adapter(start).rank == 16 and 0 < err < 1

@@ -62,3 +62,38 @@ def test_group_advantages_and_policy_gradient() -> None:
     assert logits.grad is not None
     # Gradient ascent on the preferred sequence's tokens: its token logits get a negative loss gradient.
     assert logits.grad[0, 0, 1] < 0 and logits.grad[1, 0, 0] > 0
+
+
+def test_evidence_weights_span_floor_to_one() -> None:
+    from consolidation.losses import evidence_weights
+
+    w = evidence_weights(torch.tensor([-3.0, 0.0, 1.0, 2.0, 9.0]), floor=0.25, scale=2.0)
+    assert torch.allclose(w, torch.tensor([0.25, 0.25, 0.625, 1.0, 1.0]))
+
+
+def test_distill_loss_limits_and_weights() -> None:
+    from consolidation.losses import distill_loss
+
+    torch.manual_seed(0)
+    student = torch.randn(2, 3, 6)
+    tokens = torch.tensor([[1, 2, 3], [4, 5, 0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    ones = torch.ones(2, 3)
+    teacher = torch.randn(2, 3, 6)
+    top = teacher.log_softmax(-1).topk(6, dim=-1)  # k = vocabulary: the soft term is the full cross-entropy
+    hard_only = distill_loss(student, tokens, top.indices, top.values, ones, mask, hard=1.0)
+    assert math.isclose(float(hard_only), float(-sequence_logprob(student, tokens, mask).mul(mask.sum(-1)).sum() / 5),
+                        rel_tol=1e-5)  # fmt: skip
+    soft_only = distill_loss(student, tokens, top.indices, top.values, ones, mask, hard=0.0)
+    entropy = -(teacher.softmax(-1) * teacher.log_softmax(-1)).sum(-1)
+    assert math.isclose(float(soft_only), float(forward_kl(teacher, student, mask) + (entropy * mask).sum() / 5),
+                        rel_tol=1e-5)  # fmt: skip
+    # A token of weight 0 counts for nothing; halving every weight halves the loss.
+    w = ones.clone()
+    w[0, 0] = 0.0
+    changed = student.clone()
+    changed[0, 0] = torch.randn(6) * 10
+    assert torch.allclose(distill_loss(student, tokens, top.indices, top.values, w, mask, 0.5),
+                          distill_loss(changed, tokens, top.indices, top.values, w, mask, 0.5))  # fmt: skip
+    assert torch.allclose(distill_loss(student, tokens, top.indices, top.values, ones / 2, mask, 0.5),
+                          distill_loss(student, tokens, top.indices, top.values, ones, mask, 0.5) / 2)  # fmt: skip

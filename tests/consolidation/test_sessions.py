@@ -37,3 +37,21 @@ def test_what_was_said_leaves_out_role_labels() -> None:
     )
     assert memory.said() == "The otter is Fizz.\nNoted."
     assert "user" in memory.render()
+
+
+def test_a_reused_session_id_keeps_every_conversation() -> None:
+    one = [{"role": "user", "content": "The vault code is 4471."}]
+    other = [{"role": "user", "content": "My cat is Miso."}]
+    mems = memories([rec("my-session", one, "Noted.", 1), rec("my-session", other, "Cute!", 2)])
+    assert [[t["content"] for t in m.transcript] for m in mems] == [
+        ["The vault code is 4471.", "Noted."],
+        ["My cat is Miso.", "Cute!"],
+    ]
+    assert [m.session_id.split("#")[0] for m in mems] == ["my-session", "my-session"]
+
+
+def test_exchanges_logged_with_learning_off_are_not_consolidated() -> None:
+    secret = rec("a", [{"role": "user", "content": "The code is 4471."}], "ok", 1)
+    secret.learn = False
+    assert memories([secret, rec("b", [{"role": "user", "content": "Hi"}], "Hello", 1)])[0].session_id == "b"
+    assert len(memories([secret])) == 0

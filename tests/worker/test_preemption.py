@@ -43,8 +43,8 @@ def test_traffic_mid_sleep_preempts_and_the_resumed_cycle_publishes(
     url = local_redis.connection_pool.connection_kwargs
     settings = Settings(
         redis_url=f"redis://{url['host']}:{url['port']}/{url['db']}", model=str(tiny_model), data_dir=tmp_path,
-        sleep_traffic_threshold=5, sleep_preempt_check_s=0, sleep_questions_per_memory=1, sleep_max_new_tokens=8,
-        gate_min_recall_gain=-1, gate_max_anchor_kl=100,  # a random tiny model cannot learn: relax the gate
+        sleep_traffic_threshold=5, sleep_preempt_check_s=0, sleep_asked_per_statement=1, sleep_max_new_tokens=8,
+        gate_min_recall_gain=-1, gate_max_anchor_kl=100, gate_max_base_kl=100,  # a random tiny model cannot learn
     )  # fmt: skip
     for i in range(2):
         log_session(local_redis, f"pre-{i}", f"Remember: locker {i} holds the red kite.")

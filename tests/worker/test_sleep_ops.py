@@ -26,10 +26,11 @@ WORKER_ENV = {
     # A random tiny model cannot learn facts: relax the gate (learning is measured in bench/learning).
     "SLEEPD_GATE_MIN_RECALL_GAIN": "-1",
     "SLEEPD_GATE_MAX_ANCHOR_KL": "100",
+    "SLEEPD_GATE_MAX_BASE_KL": "100",
     # Short enough for a test to see a killed worker's cycle redelivered and its lock expire.
     "SLEEPD_SLEEP_VISIBILITY_TIMEOUT_S": "15",
     "SLEEPD_SLEEP_LOCK_TTL_S": "5",
-    "SLEEPD_SLEEP_QUESTIONS_PER_MEMORY": "1",
+    "SLEEPD_SLEEP_ASKED_PER_STATEMENT": "1",
     "SLEEPD_SLEEP_MAX_NEW_TOKENS": "12",
 }
 

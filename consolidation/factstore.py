@@ -1,0 +1,64 @@
+"""The verified fact store: every statement an adapter's lineage consolidated, carried from version to version.
+
+Each published adapter records, in its lineage, the facts it holds: the statement (the user's own words,
+second person), its spans, the session it came from, and the questions it was trained on. The next sleep
+replays these facts as targets (their stored answers, not the previous model's outputs, which drift), first
+asking the current model a stored question about each closed-book: a fact it no longer recalls is drawn more
+often. A new statement that corrects a stored one (shares a span, says "correction", "not", "moved to", ...)
+retires it. Erasing a session is removing its facts (and retraining without them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from consolidation.statements import Statement
+
+
+@dataclass(frozen=True)
+class StoredFact:
+    session_id: str
+    text: str
+    spans: tuple[str, ...]
+    source: str
+    questions: tuple[str, ...] = ()
+
+    def statement(self) -> Statement:
+        return Statement(self.session_id, self.text, self.spans, self.source)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StoredFact:
+        return cls(data["session_id"], data["text"], tuple(data["spans"]), data.get("source", data["text"]),
+                   tuple(data.get("questions", ())))  # fmt: skip
+
+
+def load(lineage: dict[str, Any]) -> list[StoredFact]:
+    return [StoredFact.from_json(f) for f in lineage.get("facts", [])]
+
+
+def retire(stored: list[StoredFact], new: list[Statement]) -> tuple[list[StoredFact], list[StoredFact]]:
+    """(kept, retired): stored facts that a new correcting statement shares a span with are retired."""
+    corrections = [{s.lower() for s in st.spans} for st in new if st.corrects]
+    kept: list[StoredFact] = []
+    retired: list[StoredFact] = []
+    for fact in stored:
+        keys = {s.lower() for s in fact.spans}
+        (retired if any(keys & c for c in corrections) else kept).append(fact)
+    return kept, retired
+
+
+def merge(kept: list[StoredFact], new: list[Statement], questions: dict[str, list[str]], cap: int) -> list[StoredFact]:
+    """The store after this sleep: the kept facts plus the new statements (with the questions trained on them),
+    the newest `cap` facts if there are more (each sleep replays the store, so its size bounds the cost)."""
+    added = [StoredFact(st.session_id, st.text, st.spans, st.source, tuple(questions.get(st.text, ()))) for st in new]
+    seen: set[str] = set()
+    out: list[StoredFact] = []
+    for fact in reversed([*kept, *added]):  # a statement told again keeps its newest copy
+        if fact.text.lower() not in seen:
+            seen.add(fact.text.lower())
+            out.append(fact)
+    return list(reversed(out))[-cap:]

@@ -1,0 +1,17 @@
+"""Drift is measured on prompts that share no template with anything a sleep trains on."""
+
+from __future__ import annotations
+
+from consolidation.anchors import ANCHOR_PROMPTS, REPLAY_PROMPTS
+from consolidation.targets import KEYED_TEMPLATES
+
+
+def opening(prompt: str) -> str:
+    return " ".join(prompt.lower().replace("{}", "x").split()[:3])
+
+
+def test_no_anchor_opens_like_a_replay_prompt_or_a_keyed_question() -> None:
+    trained = {opening(p) for p in REPLAY_PROMPTS} | {opening(t) for t in KEYED_TEMPLATES}
+    shared = [a for a in ANCHOR_PROMPTS if opening(a) in trained]
+    assert shared == [], shared
+    assert not set(ANCHOR_PROMPTS) & set(REPLAY_PROMPTS)

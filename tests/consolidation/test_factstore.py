@@ -1,0 +1,31 @@
+"""The fact store along an adapter's lineage: corrections retire stored facts, the newest copy wins, a cap."""
+
+from __future__ import annotations
+
+from consolidation.factstore import StoredFact, load, merge, retire
+from consolidation.statements import Statement
+
+
+def test_a_correction_retires_the_stored_fact_it_shares_a_name_with() -> None:
+    stored = [
+        StoredFact("s1", "The Vargend Hackathon will be held in Room Shaxbouth.",
+                   ("Vargend Hackathon", "Room Shaxbouth"), "src", ("Where is the Vargend Hackathon?",)),
+        StoredFact("s2", "The wifi password is pinecone42.", ("pinecone42",), "src"),
+    ]  # fmt: skip
+    fix = Statement("s3", "Correction: the Vargend Hackathon moved to Room Veldo.", ("Vargend Hackathon", "Room Veldo"),
+                    "src", corrects=True)  # fmt: skip
+    kept, retired = retire(stored, [fix])
+    assert [f.session_id for f in kept] == ["s2"] and [f.session_id for f in retired] == ["s1"]
+    # A plain (non-correcting) statement about the same thing retires nothing.
+    assert retire(stored, [Statement("s4", "The Vargend Hackathon is fun.", ("Vargend Hackathon",), "src")])[1] == []
+
+
+def test_merge_keeps_the_newest_copy_and_the_cap_and_round_trips() -> None:
+    old = [StoredFact("s1", "The code is 4471.", ("4471",), "src"), StoredFact("s2", "Ann is 7.", ("Ann", "7"), "src")]
+    new = [Statement("s3", "The code is 4471.", ("4471",), "src2"), Statement("s3", "Bo is 9.", ("Bo", "9"), "src2")]
+    facts = merge(old, new, {"Bo is 9.": ["How old is Bo?"]}, cap=10)
+    assert [(f.session_id, f.text) for f in facts] == [("s2", "Ann is 7."), ("s3", "The code is 4471."),
+                                                       ("s3", "Bo is 9.")]  # fmt: skip
+    assert facts[-1].questions == ("How old is Bo?",)
+    assert merge(old, new, {"Bo is 9.": ["How old is Bo?"]}, cap=2) == facts[-2:]
+    assert load({"facts": [f.to_json() for f in facts]}) == facts
