@@ -113,7 +113,7 @@ async def drive(
         else:
             version = versions[-2]  # back to the previous version
         t_pub = time.perf_counter()
-        await pointer.set(version, reason=f"load test {kind}")
+        await pointer.set(version, expected=None, reason=f"load test {kind}")
         active_s = await until_active(base_url, version, t_pub, timeout_s=30)
         first = await probe(base_url, version, t_pub)
         swaps.append(
