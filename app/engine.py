@@ -20,7 +20,7 @@ from typing import Any
 from starlette.datastructures import State
 
 from app import metrics
-from app.adapters import AdapterManager, route_adapters
+from app.adapters import AdapterManager, ServingMode, route_adapters, serving_mode
 from app.errors import EngineNotReady
 from sleepd.active_adapter import ActiveAdapter
 from sleepd.config import Settings
@@ -60,7 +60,7 @@ def vllm_args(settings: Settings, model_path: str) -> argparse.Namespace:
         "--model", model_path,
         "--served-model-name", settings.served_model_name,
         "--enable-lora",
-        "--max-lora-rank", str(settings.max_lora_rank),
+        "--max-lora-rank", str(engine_lora_rank(settings)),
         "--max-loras", str(settings.max_loras),
         "--max-model-len", str(settings.max_model_len),
         "--dtype", _dtype(settings.dtype),
@@ -71,6 +71,24 @@ def vllm_args(settings: Settings, model_path: str) -> argparse.Namespace:
     args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
     validate_parsed_serve_args(args)
     return args
+
+
+def adapter_serving(settings: Settings) -> ServingMode:
+    import torch
+
+    return serving_mode(settings.adapter_serving, gpu=torch.cuda.is_available())
+
+
+def engine_lora_rank(settings: Settings) -> int:
+    """The engine's LoRA rank cap. With merged serving, a new version is first served as a difference adapter
+    (new - merged, rank up to twice the cap) until its own merge lands; vLLM takes only its listed ranks."""
+    from typing import get_args
+
+    from vllm.config.lora import MaxLoRARanks
+
+    need = settings.max_lora_rank * (2 if adapter_serving(settings) == "merged" else 1)
+    allowed = sorted(int(r) for r in get_args(MaxLoRARanks))
+    return next((r for r in allowed if r >= need), need)
 
 
 def _fingerprint(model_path: str) -> str:
@@ -136,15 +154,23 @@ class EngineRunner:
                 await init_app_state(client, serving, args, await client.get_supported_tasks())
                 for obj in (serving.openai_serving_chat, serving.openai_serving_completion):
                     route_adapters(obj)
+                s = self.settings
                 adapters = AdapterManager(
                     client,
                     self.registry,
                     self.pointer,
-                    served_name=self.settings.served_model_name,
+                    served_name=s.served_model_name,
                     base_model=_fingerprint(model_path),
-                    max_rank=self.settings.max_lora_rank,
-                    max_loras=self.settings.max_loras,
-                    reconcile_interval_s=self.settings.adapter_reconcile_interval_s,
+                    model_path=model_path,
+                    max_rank=s.max_lora_rank,
+                    max_loras=s.max_loras,
+                    mode=adapter_serving(s),
+                    work_dir=s.data_dir / "serving",
+                    reconcile_interval_s=s.adapter_reconcile_interval_s,
+                    drain_timeout_s=s.adapter_drain_timeout_s,
+                    merge_delay_s=s.adapter_merge_delay_s,
+                    merge_drain_timeout_s=s.adapter_merge_drain_timeout_s,
+                    retry_max_s=s.adapter_retry_max_s,
                 )
                 self.engine = Engine(client, serving, args, model_path, adapters)
                 # Converge on the registry's active version before taking traffic, then keep following it.

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from app.adapters import AdapterBusy
+from app.adapters import AdapterBusy, AdapterLoadFailed
 from app.deps import AdminAuth, EngineDep
 from app.engine import Engine
-from app.errors import BadRequest, Conflict, NotFound
+from app.errors import BadRequest, Conflict, NotFound, Unavailable
 from sleepd.active_adapter import ActiveAdapter, PointerConflict
 from sleepd.registry import BASE, AdapterNotFound, AdapterRegistry, InvalidAdapter, read_peft_config
 
@@ -41,7 +41,7 @@ async def list_adapters(registry: RegistryDep, pointer: PointerDep, engine: Engi
     return {
         "object": "list",
         "active": await pointer.get(),
-        "serving": engine.adapters.active.version,
+        **engine.adapters.describe(),
         "data": [m.model_dump() for m in registry.versions()],
         "history": await pointer.history(20),
     }
@@ -116,3 +116,5 @@ async def _activate_here(engine: Engine, version: str) -> None:
         raise Conflict(str(exc)) from exc
     except InvalidAdapter as exc:
         raise BadRequest(str(exc), param="version") from exc
+    except AdapterLoadFailed as exc:
+        raise Unavailable(f"{exc}; the version stays as it was, retry later") from exc
