@@ -263,8 +263,8 @@ def test_requests_without_model_return_their_lease(cluster: Cluster) -> None:
 
 
 def stalled_stream(server: Server, max_tokens: int) -> socket.socket:
-    """Open a chat stream and never read it: a tiny receive buffer makes the server's writes block quickly
-    (each event carries 20 logprobs, so a few KB a token)."""
+    """Open a chat stream and never read it. Its events (6 choices, 20 logprobs each: ~10 KB a token) outgrow
+    the socket buffers (4 MB at most on Linux) well before it ends, so the server's writes block."""
     host, port = server.base_url.removeprefix("http://").split(":")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -273,7 +273,7 @@ def stalled_stream(server: Server, max_tokens: int) -> socket.socket:
 
     body = json.dumps({
         "model": "sleepd", "messages": PROMPT, "max_tokens": max_tokens, "stream": True, "ignore_eos": True,
-        "logprobs": True, "top_logprobs": 20,
+        "logprobs": True, "top_logprobs": 20, "n": 6,
     }).encode()  # fmt: skip
     head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
     sock.sendall(head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
@@ -402,11 +402,14 @@ def test_base_rows_stay_exact_when_a_swap_would_fill_the_last_lora_slot(cluster:
     def fill_slots() -> None:
         body = {"model": "sleepd", "messages": PROMPT, "max_tokens": 900, "stream": True, "ignore_eos": True}
         with contextlib.ExitStack() as streams:
+            readers = []  # kept: a dropped line iterator closes its response, and the request with it
             for version in pinned:
                 assert activate(b, version).status_code == 200
                 stream = streams.enter_context(httpx.stream("POST", b.api + "/chat/completions", json=body))
                 assert stream.headers["x-sleepd-adapter"] == version
-                next(stream.iter_lines())  # in flight: it keeps its slot
+                readers.append(stream.iter_lines())
+                next(readers[-1])  # in flight: it keeps its slot
+            assert state(b)["in_flight"] >= 4  # the base stream and the three pinned ones
             assert activate(b, fourth).status_code in (200, 409)  # 409: no free slot but the last
             threads = [threading.Thread(target=greedy, args=(b, 16)) for _ in range(3)]
             for t in threads:
