@@ -3,10 +3,11 @@
 **Routes.** A request is served by a `Route`: a version, the weights the engine must hold for it (the version
 merged into the engine, `BASE` at start), and the LoRA that turns those weights into the version (None when
 they already are it). Each LoRA is loaded under an immutable name carrying the content hashes (never reloaded
-in place: that changes streams in flight), warmed up with one token, and only then made active by one
-assignment. Each request takes a `Ticket` on the route active when it starts and keeps it to its end, so it
-finishes on that version; a replaced route is unloaded once its last ticket is returned, or at the drain
-deadline (`drain_timeout_s`), when the requests still holding it are ended (streams with an error event).
+in place: that changes streams in flight), warmed up with one token (before the switch on GPU, beside it on
+CPU: see `_warm_up`), and made active by one assignment. Each request takes a `Ticket` on the route active
+when it starts and keeps it to its end, so it finishes on that version; a replaced route is unloaded once its
+last ticket is returned, or at the drain deadline (`drain_timeout_s`), when the requests still holding it are
+ended (streams with an error event).
 
 **Merged serving** (mode "merged"; "auto" on CPU, where vLLM's LoRA path costs 3-4x decode time): a new
 version is served at once through a LoRA on the engine's current weights (for merged weights, a difference
@@ -134,6 +135,7 @@ class AdapterManager:
         merge_delay_s: float = 5.0,
         merge_drain_timeout_s: float = 30.0,
         retry_max_s: float = 30.0,
+        warm_up_first: bool = True,
     ) -> None:
         self.client = engine_client
         self.registry = registry
@@ -150,13 +152,19 @@ class AdapterManager:
         self.merge_delay_s = merge_delay_s
         self.merge_drain_timeout_s = merge_drain_timeout_s
         self.retry_max_s = retry_max_s
+        self.warm_up_first = warm_up_first
         self.weights = BASE  # the version whose merged weights the engine holds
+        self._weights_meta: AdapterMeta | None = None  # its metadata, verified before the merge
+        self._weights_delta: merging.Delta | None = None  # its low-rank factors (difference adapters start here)
         self.active = Route(BASE, BASE)
         self.loaded: dict[str, Route] = {}  # LoRA name -> route; each takes an engine slot
         self.rejected: dict[str, str] = {}  # version -> why; not retried until the pointer moves elsewhere
         self.retrying: dict[str, Retry] = {}
         self.target = BASE  # what the pointer says
         self._lock = asyncio.Lock()
+        # Held by the admin API from its local switch to its pointer write, and by each reconcile: a reconcile
+        # reading the pointer in between would switch this server back to the version being replaced.
+        self.switching = asyncio.Lock()
         self._next_id = 1
         self._open = asyncio.Event()  # cleared while a merge drains and reloads: new requests wait
         self._open.set()
@@ -209,10 +217,16 @@ class AdapterManager:
                 self._schedule_merge()
                 return self.active
             start = time.perf_counter()
-            route = await self._route_for(version)
+            timings: dict[str, float] = {}
+            route = await self._route_for(version, timings)
             self._switch(route)
+            if route.lora is not None and not self.warm_up_first:
+                self._spawn(self._warm_up(route.lora))
             metrics.ADAPTER_SWAPS.labels("ok").inc()
             metrics.ADAPTER_LOAD_SECONDS.observe(time.perf_counter() - start)
+            if timings:
+                log.info("adapter %s ready in %.2f s (%s)", version, time.perf_counter() - start,
+                         ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))  # fmt: skip
             self.retrying.pop(version, None)
             self._merge_attempts = 0
             self._schedule_merge()
@@ -258,12 +272,14 @@ class AdapterManager:
                 raise InvalidAdapter(f"the engine refused the adapter: {exc}") from exc
             await self.client.remove_lora(lora.lora_int_id)
 
-    async def _route_for(self, version: str) -> Route:
+    async def _route_for(self, version: str, timings: dict[str, float]) -> Route:
         """The route serving `version` on the engine's current weights, loading its LoRA if needed."""
         if version == self.weights:
             return Route(version, self.weights)
+        t0 = time.perf_counter()
         meta = await self._verify(version) if version != BASE else None
-        current = await self._verify(self.weights) if self.weights != BASE else None
+        current = self._weights_meta  # verified when it was merged
+        timings["verify"] = time.perf_counter() - t0
         name = self._lora_name(meta, current)
         if name in self.loaded:
             return self.loaded[name]
@@ -276,12 +292,13 @@ class AdapterManager:
                 # The engine holds `current` merged: serve `version` as a LoRA of (version - current).
                 target = self.registry.path(version) if meta else None
                 out = self.work_dir / "difference" / name
-                path = await asyncio.to_thread(
-                    merging.difference_adapter, target, self.registry.path(self.weights), out
-                )
+                t0 = time.perf_counter()
+                assert self._weights_delta is not None
+                path = await asyncio.to_thread(merging.difference_adapter, target, self._weights_delta, out)
+                timings["difference adapter"] = time.perf_counter() - t0
         except OSError as exc:
             raise AdapterLoadFailed(f"{version}: could not read its files: {exc}") from exc
-        route = Route(version, self.weights, await self._load_lora(name, str(path)))
+        route = Route(version, self.weights, await self._load_lora(name, str(path), timings))
         self.loaded[name] = route
         metrics.ADAPTERS_LOADED.set(len(self.loaded))
         return route
@@ -302,22 +319,33 @@ class AdapterManager:
         on = f"-on-{current.version}-{current.content_hash[:12]}" if current else ""
         return f"{self.served_name}-{target}{on}"
 
-    async def _load_lora(self, name: str, path: str) -> Any:
+    async def _load_lora(self, name: str, path: str, timings: dict[str, float]) -> Any:
         from vllm.lora.request import LoRARequest
-        from vllm.sampling_params import SamplingParams
 
         lora = LoRARequest(name, self._take_id(), path)
         try:
+            t0 = time.perf_counter()
             await self.client.add_lora(lora)
-            # Warm-up: the first request on a new adapter is slow (vLLM #8559); pay it before switching traffic.
-            params = SamplingParams(max_tokens=1, temperature=0)
-            async for _ in self.client.generate("Hello", params, f"warmup-{uuid.uuid4().hex}", lora_request=lora):
-                pass
+            timings["add_lora"] = time.perf_counter() - t0
+            if self.warm_up_first:
+                t0 = time.perf_counter()
+                await self._warm_up(lora)
+                timings["warm-up"] = time.perf_counter() - t0
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await self.client.remove_lora(lora.lora_int_id)
             raise AdapterLoadFailed(f"{name}: the engine could not load it: {exc}") from exc
         return lora
+
+    async def _warm_up(self, lora: Any) -> None:
+        """One token through the new LoRA. On GPU the first request on a new adapter is slow (vLLM #8559): pay
+        it before switching traffic. On CPU (eager) that first step only activates the LoRA in its slot, and it
+        runs beside the switch: the first requests share its step instead of queueing behind it."""
+        from vllm.sampling_params import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=0)
+        async for _ in self.client.generate("Hello", params, f"warmup-{uuid.uuid4().hex}", lora_request=lora):
+            pass
 
     def _make_room(self) -> None:
         if len(self.loaded) >= self.max_slots:
@@ -401,7 +429,8 @@ class AdapterManager:
             self._phase("waiting")
             await asyncio.sleep(delay_s)
             self._phase("building")
-            folder = await self._merged_folder(version)
+            folder, meta = await self._merged_folder(version)
+            delta = await asyncio.to_thread(merging.read_delta, self.registry.path(version)) if meta else None
             self._phase("draining")
             self._open.clear()  # new requests wait from here until the reload is done
             try:
@@ -415,7 +444,7 @@ class AdapterManager:
                         outcome = "superseded"
                         return
                     self._phase("reloading")
-                    await self._reload(version, folder)
+                    await self._reload(version, folder, meta, delta)
             finally:
                 self._open.set()
         except asyncio.CancelledError:
@@ -438,18 +467,18 @@ class AdapterManager:
                 # requests back for up to merge_drain_timeout_s.
                 self._merge_attempts += 1
                 self._merge = None
-                self._schedule_merge(min(300.0, max(self.merge_delay_s, 1.0) * 4**self._merge_attempts))
+                self._schedule_merge(min(120.0, max(self.merge_delay_s, 1.0) * 2**self._merge_attempts))
 
-    async def _merged_folder(self, version: str) -> Path | None:
-        """The weights to reload for `version` (None: the base model's own files)."""
+    async def _merged_folder(self, version: str) -> tuple[Path | None, AdapterMeta | None]:
+        """The weights to reload for `version` (None: the base model's own files), and its verified metadata."""
         if version == BASE:
-            return None
+            return None, None
         meta = await self._verify(version)
         root = self.work_dir / "merged"
         folder = await asyncio.to_thread(
             merging.merged_model, Path(self.model_path), self.registry.path(version), root, meta.content_hash[:16]
         )
-        return folder
+        return folder, meta
 
     async def _wait_idle(self, timeout_s: float) -> bool:
         async with self._idle:
@@ -457,7 +486,9 @@ class AdapterManager:
                 await asyncio.wait_for(self._idle.wait_for(lambda: self.inflight() == 0), timeout_s)
         return self.inflight() == 0
 
-    async def _reload(self, version: str, folder: Path | None) -> None:
+    async def _reload(
+        self, version: str, folder: Path | None, meta: AdapterMeta | None, delta: merging.Delta | None
+    ) -> None:
         """Swap the engine's weights in place. Only called with no request in flight and new ones held back."""
         start = time.perf_counter()
         # Paused (waiting for anything still inside the engine, e.g. an abort) with its KV and prefix caches
@@ -470,7 +501,7 @@ class AdapterManager:
             except Exception:
                 # Half-loaded weights would serve garbage: restore the previous weights or stop the process.
                 log.exception("reloading weights for %s failed; restoring %s", version, self.weights)
-                previous = await self._merged_folder(self.weights)
+                previous, _ = await self._merged_folder(self.weights)
                 try:
                     await self.client.collective_rpc(
                         "reload_weights", kwargs={"weights_path": str(previous or self.model_path)}
@@ -485,6 +516,8 @@ class AdapterManager:
         self.loaded.clear()
         metrics.ADAPTERS_LOADED.set(0)
         previous_weights, self.weights = self.weights, version
+        self._weights_meta = meta
+        self._weights_delta = delta
         self._switch(Route(version, version))
         log.info("adapter %s merged into the engine's weights in %.2f s (were %s)", version,
                  time.perf_counter() - start, previous_weights)  # fmt: skip
@@ -513,6 +546,10 @@ class AdapterManager:
                     await task
 
     async def reconcile(self) -> None:
+        async with self.switching:
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
         target = await self.pointer.get()
         if target != self.target:
             self.rejected.pop(target, None)  # pointed at again later: worth a fresh try

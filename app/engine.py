@@ -73,10 +73,14 @@ def vllm_args(settings: Settings, model_path: str) -> argparse.Namespace:
     return args
 
 
-def adapter_serving(settings: Settings) -> ServingMode:
+def _on_gpu() -> bool:
     import torch
 
-    return serving_mode(settings.adapter_serving, gpu=torch.cuda.is_available())
+    return bool(torch.cuda.is_available())
+
+
+def adapter_serving(settings: Settings) -> ServingMode:
+    return serving_mode(settings.adapter_serving, gpu=_on_gpu())
 
 
 def engine_lora_rank(settings: Settings) -> int:
@@ -171,6 +175,7 @@ class EngineRunner:
                     merge_delay_s=s.adapter_merge_delay_s,
                     merge_drain_timeout_s=s.adapter_merge_drain_timeout_s,
                     retry_max_s=s.adapter_retry_max_s,
+                    warm_up_first=_on_gpu(),
                 )
                 self.engine = Engine(client, serving, args, model_path, adapters)
                 # Converge on the registry's active version before taking traffic, then keep following it.

@@ -90,12 +90,12 @@ def merged_model(base_dir: Path, adapter_dir: Path, out_root: Path, key: str) ->
     return out
 
 
-def difference_adapter(target_dir: Path | None, current_dir: Path, out: Path) -> Path:
-    """A PEFT LoRA folder with delta(target) - delta(current); `target_dir` None means the base model."""
+def difference_adapter(target_dir: Path | None, current: Delta, out: Path) -> Path:
+    """A PEFT LoRA folder with delta(target) - `current` (the merged version's delta, kept in memory by the
+    server); `target_dir` None means the base model."""
     if (out / "adapter_config.json").is_file():
         return out
     target = read_delta(target_dir) if target_dir else {}
-    current = read_delta(current_dir)
     rank_t = max((a.shape[0] for a, _ in target.values()), default=0)
     rank_c = max(a.shape[0] for a, _ in current.values())
     rank = rank_t + rank_c

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     )
     adapter_merge_delay_s: float = Field(5.0, description="A version stays active this long before it is merged.")
     adapter_merge_drain_timeout_s: float = Field(
-        10.0, description="How long a merge holds new requests back waiting for in-flight ones (then retries later)."
+        30.0, description="How long a merge holds new requests back waiting for in-flight ones (then retries later)."
     )
     adapter_retry_max_s: float = Field(30.0, description="Backoff cap for retrying a version that failed to load.")
 

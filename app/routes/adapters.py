@@ -59,9 +59,10 @@ async def activate(
 ) -> dict[str, Any]:
     """Switch every server to `version` (or `base`): this one first, so a bad version never reaches the pointer;
     then one compare-and-set on the pointer, so two writers at once cannot both think they won."""
-    expected = body.expected if body and body.expected else await pointer.get()
-    await _activate_here(engine, version)
-    event = await _move_pointer(pointer, version, expected, "admin")
+    async with engine.adapters.switching:
+        expected = body.expected if body and body.expected else await pointer.get()
+        await _activate_here(engine, version)
+        event = await _move_pointer(pointer, version, expected, "admin")
     return {"active": version, "previous": event["previous"]}
 
 
@@ -95,8 +96,9 @@ async def publish(
         source="external",
     )
     if body.activate:
-        await _activate_here(engine, meta.version)
-        await _move_pointer(pointer, meta.version, parent, "admin publish")
+        async with engine.adapters.switching:
+            await _activate_here(engine, meta.version)
+            await _move_pointer(pointer, meta.version, parent, "admin publish")
     return meta.model_dump()
 
 

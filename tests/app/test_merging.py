@@ -39,13 +39,13 @@ def test_merged_checkpoint_equals_peft_merge(tiny_model: Path, tmp_path: Path) -
 def test_difference_adapter_delta_is_target_minus_current(tiny_model: Path, tmp_path: Path) -> None:
     one = build_random_lora(tiny_model, CACHE / "adapters" / "tiny-one", seed=1)
     q_only = build_random_lora(tiny_model, tmp_path / "q-only", rank=4, seed=2, targets=("q_proj",))
-    diff = dense(read_delta(difference_adapter(q_only, one, tmp_path / "diff")))
+    diff = dense(read_delta(difference_adapter(q_only, read_delta(one), tmp_path / "diff")))
     target, current = dense(read_delta(q_only)), dense(read_delta(one))
     assert set(diff) == set(current)
     for module, delta in diff.items():
         expected = target.get(module, torch.zeros_like(delta)) - current[module]
         torch.testing.assert_close(delta, expected, rtol=0, atol=1e-6)
-    to_base = dense(read_delta(difference_adapter(None, one, tmp_path / "to-base")))
+    to_base = dense(read_delta(difference_adapter(None, read_delta(one), tmp_path / "to-base")))
     for module, delta in to_base.items():
         torch.testing.assert_close(delta, -current[module], rtol=0, atol=1e-6)
 
