@@ -218,10 +218,15 @@ class AdapterManager:
                 return self.active
             start = time.perf_counter()
             timings: dict[str, float] = {}
-            route = await self._route_for(version, timings)
-            self._switch(route)
-            if route.lora is not None and not self.warm_up_first:
-                self._spawn(self._warm_up(route.lora))
+            try:
+                route = await self._route_for(version, timings)
+            except merging.NotRepresentable as exc:
+                log.info("adapter %s: %s; merging it before serving it", version, exc)
+                route = await self._merge_now(version)
+            else:
+                self._switch(route)
+                if route.lora is not None and not self.warm_up_first:
+                    self._spawn(self._warm_up(route.lora))
             metrics.ADAPTER_SWAPS.labels("ok").inc()
             metrics.ADAPTER_LOAD_SECONDS.observe(time.perf_counter() - start)
             if timings:
@@ -294,7 +299,9 @@ class AdapterManager:
                 out = self.work_dir / "difference" / name
                 t0 = time.perf_counter()
                 assert self._weights_delta is not None
-                path = await asyncio.to_thread(merging.difference_adapter, target, self._weights_delta, out)
+                path = await asyncio.to_thread(
+                    merging.difference_adapter, target, self._weights_delta, out, self.max_rank
+                )
                 timings["difference adapter"] = time.perf_counter() - t0
         except OSError as exc:
             raise AdapterLoadFailed(f"{version}: could not read its files: {exc}") from exc
@@ -468,6 +475,20 @@ class AdapterManager:
                 self._merge_attempts += 1
                 self._merge = None
                 self._schedule_merge(min(120.0, max(self.merge_delay_s, 1.0) * 2**self._merge_attempts))
+
+    async def _merge_now(self, version: str) -> Route:
+        """Serve `version` by merging it at once (no LoRA on the current weights represents it): new requests wait
+        while the in-flight ones finish, as for a background merge. Called holding `_lock`."""
+        folder, meta = await self._merged_folder(version)
+        delta = await asyncio.to_thread(merging.read_delta, self.registry.path(version)) if meta else None
+        self._open.clear()
+        try:
+            if not await self._wait_idle(self.merge_drain_timeout_s):
+                raise AdapterBusy(f"{version} is merged before it is served; {self.inflight()} request(s) in flight")
+            await self._reload(version, folder, meta, delta)
+        finally:
+            self._open.set()
+        return self.active
 
     async def _merged_folder(self, version: str) -> tuple[Path | None, AdapterMeta | None]:
         """The weights to reload for `version` (None: the base model's own files), and its verified metadata."""

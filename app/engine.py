@@ -60,7 +60,7 @@ def vllm_args(settings: Settings, model_path: str) -> argparse.Namespace:
         "--model", model_path,
         "--served-model-name", settings.served_model_name,
         "--enable-lora",
-        "--max-lora-rank", str(engine_lora_rank(settings)),
+        "--max-lora-rank", str(settings.max_lora_rank),
         "--max-loras", str(settings.max_loras),
         "--max-model-len", str(settings.max_model_len),
         "--dtype", _dtype(settings.dtype),
@@ -81,18 +81,6 @@ def _on_gpu() -> bool:
 
 def adapter_serving(settings: Settings) -> ServingMode:
     return serving_mode(settings.adapter_serving, gpu=_on_gpu())
-
-
-def engine_lora_rank(settings: Settings) -> int:
-    """The engine's LoRA rank cap. With merged serving, a new version is first served as a difference adapter
-    (new - merged, rank up to twice the cap) until its own merge lands; vLLM takes only its listed ranks."""
-    from typing import get_args
-
-    from vllm.config.lora import MaxLoRARanks
-
-    need = settings.max_lora_rank * (2 if adapter_serving(settings) == "merged" else 1)
-    allowed = sorted(int(r) for r in get_args(MaxLoRARanks))
-    return next((r for r in allowed if r >= need), need)
 
 
 def _fingerprint(model_path: str) -> str:

@@ -5,7 +5,8 @@
   adapter's content hash, so a rollback to a recent version reuses its folder.
 - `difference_adapter`: a plain PEFT LoRA whose delta is `target - current`, so that an engine holding
   `current`'s merged weights serves `target` at once through its LoRA path (the swap's fast path, until the
-  merge of `target` lands). Rank-concatenation: A = [A_t; A_c], B = [s_t B_t, -s_c B_c], alpha = r (scale 1).
+  merge of `target` lands). Rank-concatenation: A = [A_t; A_c], B = [s_t B_t, -s_c B_c], alpha = r (scale 1),
+  refactored exactly to fewer factors when that exceeds the engine's rank cap.
 
 Adapters that cannot be merged exactly (DoRA, biases, modules to save, fan-in-fan-out, embeddings) raise
 `NotMergeable`; the server then keeps serving them on the LoRA path.
@@ -34,6 +35,10 @@ Delta = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 class NotMergeable(ValueError):
     pass
+
+
+class NotRepresentable(ValueError):
+    """No LoRA within the engine's rank cap turns the current weights into the target exactly."""
 
 
 def read_delta(adapter_dir: Path) -> Delta:
@@ -90,31 +95,34 @@ def merged_model(base_dir: Path, adapter_dir: Path, out_root: Path, key: str) ->
     return out
 
 
-def difference_adapter(target_dir: Path | None, current: Delta, out: Path) -> Path:
+def difference_adapter(target_dir: Path | None, current: Delta, out: Path, max_rank: int) -> Path:
     """A PEFT LoRA folder with delta(target) - `current` (the merged version's delta, kept in memory by the
-    server); `target_dir` None means the base model."""
+    server); `target_dir` None means the base model. Rank-concatenated when that fits the engine's `max_rank`;
+    otherwise refactored exactly (QR + SVD of the concatenation): a sleep's adapter stacks one new expert on
+    its parent's, so its difference to the parent has that expert's rank. Raises `NotRepresentable` if even
+    the exact difference needs more than `max_rank`."""
     if (out / "adapter_config.json").is_file():
         return out
     target = read_delta(target_dir) if target_dir else {}
-    rank_t = max((a.shape[0] for a, _ in target.values()), default=0)
-    rank_c = max(a.shape[0] for a, _ in current.values())
-    rank = rank_t + rank_c
-    tensors: dict[str, torch.Tensor] = {}
+    factors: Delta = {}
     for module in sorted(set(target) | set(current)):
-        like = target.get(module) or current[module]
-        a_out = torch.zeros(rank, like[0].shape[1])
-        b_out = torch.zeros(like[1].shape[0], rank)
-        if module in target:  # every module padded to one rank: vLLM reads a single r per adapter
-            a, b = target[module]
-            a_out[: a.shape[0]], b_out[:, : a.shape[0]] = a, b
-        if module in current:
-            a, b = current[module]
-            a_out[rank_t : rank_t + a.shape[0]], b_out[:, rank_t : rank_t + a.shape[0]] = a, -b
+        a_parts = [f[0] for f in (target.get(module), current.get(module)) if f is not None]
+        b_parts = [sign * f[1] for sign, f in ((1, target.get(module)), (-1, current.get(module))) if f is not None]
+        factors[module] = (torch.cat(a_parts), torch.cat(b_parts, dim=1))
+    if max(a.shape[0] for a, _ in factors.values()) > max_rank:
+        factors = {module: _exact_low_rank(a, b) for module, (a, b) in factors.items()}
+    rank = max(max(a.shape[0] for a, _ in factors.values()), 1)
+    if rank > max_rank:
+        raise NotRepresentable(f"the difference needs rank {rank}, the engine takes at most {max_rank}")
+    tensors: dict[str, torch.Tensor] = {}
+    for module, (a, b) in factors.items():  # every module padded to one rank: vLLM reads a single r per adapter
+        a_out, b_out = torch.zeros(rank, a.shape[1]), torch.zeros(b.shape[0], rank)
+        a_out[: a.shape[0]], b_out[:, : a.shape[0]] = a, b
         tensors[f"{_PEFT_PREFIX}{module}.lora_A.weight"] = a_out.contiguous()
         tensors[f"{_PEFT_PREFIX}{module}.lora_B.weight"] = b_out.contiguous()
     config = {
         "peft_type": "LORA", "r": rank, "lora_alpha": rank, "bias": "none", "use_rslora": False,
-        "target_modules": sorted({m.rsplit(".", 1)[-1] for m in set(target) | set(current)}),
+        "target_modules": sorted({m.rsplit(".", 1)[-1] for m in factors}),
     }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -125,6 +133,16 @@ def difference_adapter(target_dir: Path | None, current: Delta, out: Path) -> Pa
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _exact_low_rank(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same product b @ a with as few factors as it needs: b @ a = Qb (Rb Ra^T) Qa^T, and the SVD of the
+    small core drops directions whose singular values are rounding noise (parts that cancel exactly)."""
+    qb, rb = torch.linalg.qr(b.double())
+    qa, ra = torch.linalg.qr(a.double().T)
+    u, sv, vh = torch.linalg.svd(rb @ ra.T)
+    keep = int((sv > sv[0] * 1e-6).sum()) if sv.numel() and sv[0] > 0 else 0
+    return (vh[:keep] @ qa.T).float(), (qb @ (u[:, :keep] * sv[:keep])).float()
 
 
 def prune(root: Path, keep: set[str]) -> None:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from app.adapters import serving_mode
-from app.merging import NotMergeable, difference_adapter, merged_model, read_delta
+from app.merging import NotMergeable, NotRepresentable, difference_adapter, merged_model, read_delta
 from sleepd.testing import build_random_lora
 from tests.conftest import CACHE
 
@@ -39,15 +39,39 @@ def test_merged_checkpoint_equals_peft_merge(tiny_model: Path, tmp_path: Path) -
 def test_difference_adapter_delta_is_target_minus_current(tiny_model: Path, tmp_path: Path) -> None:
     one = build_random_lora(tiny_model, CACHE / "adapters" / "tiny-one", seed=1)
     q_only = build_random_lora(tiny_model, tmp_path / "q-only", rank=4, seed=2, targets=("q_proj",))
-    diff = dense(read_delta(difference_adapter(q_only, read_delta(one), tmp_path / "diff")))
+    diff = dense(read_delta(difference_adapter(q_only, read_delta(one), tmp_path / "diff", 64)))
     target, current = dense(read_delta(q_only)), dense(read_delta(one))
     assert set(diff) == set(current)
     for module, delta in diff.items():
         expected = target.get(module, torch.zeros_like(delta)) - current[module]
         torch.testing.assert_close(delta, expected, rtol=0, atol=1e-6)
-    to_base = dense(read_delta(difference_adapter(None, read_delta(one), tmp_path / "to-base")))
+    to_base = dense(read_delta(difference_adapter(None, read_delta(one), tmp_path / "to-base", 64)))
     for module, delta in to_base.items():
         torch.testing.assert_close(delta, -current[module], rtol=0, atol=1e-6)
+
+
+def test_a_childs_difference_to_its_parent_fits_the_rank_cap(tiny_model: Path, tmp_path: Path) -> None:
+    """A sleep stacks one expert on its parent's: child - parent has that expert's rank, though the plain
+    concatenation (16 + 8) would exceed a cap of 12."""
+    from safetensors.torch import save_file as save
+
+    parent = build_random_lora(tiny_model, CACHE / "adapters" / "tiny-one", seed=1)  # rank 8
+    new = read_delta(build_random_lora(tiny_model, tmp_path / "new", rank=4, seed=5))
+    child = tmp_path / "child"
+    child.mkdir()
+    tensors = {}
+    for module, (a, b) in read_delta(parent).items():
+        a_new, b_new = new[module]
+        tensors[f"base_model.model.{module}.lora_A.weight"] = torch.cat([a, a_new])
+        tensors[f"base_model.model.{module}.lora_B.weight"] = torch.cat([b, b_new], dim=1)
+    save(tensors, str(child / "adapter_model.safetensors"))
+    (child / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 12, "lora_alpha": 12}')
+    diff = read_delta(difference_adapter(child, read_delta(parent), tmp_path / "diff", max_rank=8))
+    assert {a.shape[0] for a, _ in diff.values()} == {4}
+    for module, delta in dense(diff).items():
+        torch.testing.assert_close(delta, dense(new)[module], rtol=0, atol=1e-5)
+    with pytest.raises(NotRepresentable):
+        difference_adapter(child, read_delta(parent), tmp_path / "too-small", max_rank=3)
 
 
 def test_dora_is_not_merged(tiny_model: Path, tmp_path: Path) -> None:
