@@ -20,7 +20,7 @@ from typing import Any
 from starlette.datastructures import State
 
 from app import metrics
-from app.adapters import AdapterManager, route_adapters
+from app.adapters import AdapterManager, ServingMode, route_adapters, serving_mode
 from app.errors import EngineNotReady
 from sleepd.active_adapter import ActiveAdapter
 from sleepd.config import Settings
@@ -71,6 +71,16 @@ def vllm_args(settings: Settings, model_path: str) -> argparse.Namespace:
     args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
     validate_parsed_serve_args(args)
     return args
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def adapter_serving(settings: Settings) -> ServingMode:
+    return serving_mode(settings.adapter_serving, gpu=_on_gpu())
 
 
 def _fingerprint(model_path: str) -> str:
@@ -136,15 +146,24 @@ class EngineRunner:
                 await init_app_state(client, serving, args, await client.get_supported_tasks())
                 for obj in (serving.openai_serving_chat, serving.openai_serving_completion):
                     route_adapters(obj)
+                s = self.settings
                 adapters = AdapterManager(
                     client,
                     self.registry,
                     self.pointer,
-                    served_name=self.settings.served_model_name,
+                    served_name=s.served_model_name,
                     base_model=_fingerprint(model_path),
-                    max_rank=self.settings.max_lora_rank,
-                    max_loras=self.settings.max_loras,
-                    reconcile_interval_s=self.settings.adapter_reconcile_interval_s,
+                    model_path=model_path,
+                    max_rank=s.max_lora_rank,
+                    max_loras=s.max_loras,
+                    mode=adapter_serving(s),
+                    work_dir=s.data_dir / "serving",
+                    reconcile_interval_s=s.adapter_reconcile_interval_s,
+                    drain_timeout_s=s.adapter_drain_timeout_s,
+                    merge_delay_s=s.adapter_merge_delay_s,
+                    merge_drain_timeout_s=s.adapter_merge_drain_timeout_s,
+                    retry_max_s=s.adapter_retry_max_s,
+                    warm_up_first=_on_gpu(),
                 )
                 self.engine = Engine(client, serving, args, model_path, adapters)
                 # Converge on the registry's active version before taking traffic, then keep following it.

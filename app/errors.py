@@ -63,9 +63,23 @@ class PayloadTooLarge(SleepdError):
     error_type = "RequestTooLargeError"
 
 
-class EngineNotReady(SleepdError):
+class Unavailable(SleepdError):
     status_code = 503
     error_type = "ServiceUnavailableError"
+
+
+class EngineNotReady(Unavailable):
+    pass
+
+
+class AdapterRetired(Unavailable):
+    """The adapter version a request started on was retired and the request outlived the drain deadline."""
+
+
+def stop_process(reason: str) -> None:
+    """Not recoverable in-process: stop so that the supervisor (sleepd up, systemd, k8s) restarts us."""
+    log.critical("shutting down: %s", reason)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def error_body(message: str, error_type: str, code: int, param: str | None = None) -> dict[str, Any]:
@@ -89,9 +103,7 @@ async def _sleepd_error_handler(_: Request, exc: Exception) -> JSONResponse:
 async def _engine_error_handler(_: Request, exc: Exception) -> JSONResponse:
     """vLLM's errors (VLLMError, its ValueErrors) carry their own status; the rest maps to 500."""
     if isinstance(exc, EngineDeadError):
-        # Not recoverable in-process: stop so that the supervisor (sleepd up, systemd, k8s) restarts us.
-        log.critical("vLLM engine died; shutting down: %s", exc)
-        os.kill(os.getpid(), signal.SIGTERM)
+        stop_process(f"vLLM engine died: {exc}")
     elif not isinstance(exc, ValueError):
         log.exception("unhandled error", exc_info=exc)
     err = create_error_response(exc)

@@ -37,3 +37,24 @@ ADAPTER_LOAD_SECONDS = Histogram(
     "sleepd_adapter_load_seconds", "Verify + load + warm-up time of a new adapter.", buckets=_LATENCY_BUCKETS
 )
 ADAPTERS_LOADED = Gauge("sleepd_adapters_loaded", "Adapter versions loaded in the engine (active + draining).")
+ADAPTER_LEASES = Gauge("sleepd_adapter_leases", "Requests in flight holding an adapter version (lease/ticket).")
+ADAPTER_DRAIN_REVOKED = Counter(
+    "sleepd_adapter_drain_revoked_total", "Requests ended because they outlived their version's drain deadline."
+)
+ADAPTER_SKEW = Gauge("sleepd_adapter_skew", "1 while this server serves another version than the pointer says.")
+ADAPTER_LOAD_RETRIES = Counter(
+    "sleepd_adapter_load_retries_total", "Failed loads of the pointer's version that will be retried (backoff)."
+)
+ADAPTER_MERGES = Counter(
+    "sleepd_adapter_merges_total",
+    "Merges of the active version into the engine's weights, by outcome (ok, busy, superseded, error, ...).",
+    ["outcome"],
+)
+ADAPTER_MERGE_SECONDS = Histogram(
+    "sleepd_adapter_merge_seconds",
+    "Activation -> merged weights serving (delay, build, drain, reload).",
+    buckets=_LATENCY_BUCKETS,
+)
+ADAPTER_SERVING_MERGED = Gauge(
+    "sleepd_adapter_serving_merged", "1 while new requests run on merged weights (no LoRA), 0 on the LoRA path."
+)

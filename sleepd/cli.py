@@ -293,7 +293,7 @@ def consolidate(
     from consolidation.seeding import SeedingConfig
     from consolidation.sessions import load_jsonl
     from consolidation.sleep import SleepConfig, run_sleep
-    from sleepd.active_adapter import read_active, write_active
+    from sleepd.active_adapter import PointerConflict, read_active, write_active
     from sleepd.local_redis import redis_answers
     from sleepd.models import resolve_model
     from sleepd.registry import BASE, AdapterRegistry
@@ -347,7 +347,11 @@ def consolidate(
         raise typer.Exit(3)
     console.print(f"[green]published[/] {result.published.version} (parent {active}) into {reg.root}")
     if activate and use_redis:
-        asyncio.run(write_active(url, result.published.version, reason="sleepd consolidate"))
+        try:
+            asyncio.run(write_active(url, result.published.version, expected=active, reason="sleepd consolidate"))
+        except PointerConflict as exc:
+            console.print(f"[red]not activated[/]: {exc}")
+            raise typer.Exit(4) from exc
         console.print(f"[green]active[/]: servers now switch to {result.published.version}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,19 @@ class Settings(BaseSettings):
     # Adapters (hot swap).
     registry_dir: Path | None = Field(None, description="Adapter registry folder; default <data_dir>/adapters.")
     adapter_reconcile_interval_s: float = 2.0
+    adapter_serving: Literal["auto", "merged", "lora"] = Field(
+        "auto",
+        description="merged: the active version's weights merged into the base (base-model speed); lora: vLLM's "
+        "LoRA path; auto: merged on CPU, lora on GPU or when several versions must be served at once.",
+    )
+    adapter_drain_timeout_s: float = Field(
+        300.0, description="A replaced version's requests still running after this are ended and it is unloaded."
+    )
+    adapter_merge_delay_s: float = Field(5.0, description="A version stays active this long before it is merged.")
+    adapter_merge_drain_timeout_s: float = Field(
+        30.0, description="How long a merge holds new requests back waiting for in-flight ones (then retries later)."
+    )
+    adapter_retry_max_s: float = Field(30.0, description="Backoff cap for retrying a version that failed to load.")
 
     # Sleep publish gate (consolidation/gate.py): recall must improve by more than this, drift stay under that.
     gate_min_recall_gain: float = 0.0

@@ -22,13 +22,13 @@ from typing import Any
 import redis
 
 from sleepd import keys
-from sleepd.active_adapter import read_active, write_active
+from sleepd.active_adapter import Fence, PointerConflict, PointerFenced, read_active, write_active
 from sleepd.config import Settings
 from sleepd.models import resolve_model
 from sleepd.records import ExchangeRecord
-from sleepd.registry import AdapterRegistry
+from sleepd.registry import BASE, AdapterRegistry, base_model_fingerprint
 from worker.jobs import TERMINAL, JobStore
-from worker.lock import SleepLock
+from worker.lock import LockLost, SleepLock
 from worker.window import current_traffic
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,20 @@ def run_cycle(job_id: str, options: dict[str, Any], settings: Settings, client: 
             client.set(keys.SLEEP_WATERMARK, upto)
             state = "skipped"
         elif published.get("version"):
-            asyncio.run(write_active(settings.redis_url, published["version"], reason="sleep"))
+            # One compare-and-set: from the version this sleep built on, and only while our fencing token holds.
+            parent, fence = published.get("parent") or BASE, Fence(lock.token, job_id)
+            try:
+                asyncio.run(write_active(settings.redis_url, published["version"], expected=parent, reason="sleep",
+                                         fence=fence))  # fmt: skip
+            except PointerFenced as exc:
+                raise LockLost(str(exc)) from exc
+            except PointerConflict as exc:
+                # An operator moved the pointer while this sleep ran (a rollback): theirs wins. The adapter stays
+                # in the registry; the sessions stay pending for the next sleep, on top of what is active now.
+                jobs.update(job_id, state="superseded", phase="done", progress=1.0, finished_at=time.time(),
+                            error=str(exc), metrics=published.get("gate", {}), report=published)  # fmt: skip
+                _finish(client, job_id)
+                return jobs.get(job_id) or {}
             client.set(keys.SLEEP_WATERMARK, upto)
             client.delete(keys.SLEEP_REJECTIONS)
             state = "published"
@@ -132,7 +145,11 @@ def _consolidate(
 
     active = asyncio.run(read_active(settings.redis_url))
     base = Path(resolve_model(settings.model, settings.models_dir))
-    report = run_sleep(base, records, AdapterRegistry(settings.adapters_dir), active, cfg, progress)
+    registry = AdapterRegistry(settings.adapters_dir)
+    if active != BASE:
+        # Build only on the previous adapter as it was published: corrupt files would be carried into every later one.
+        registry.verify(active, base_model_fingerprint(base))
+    report = run_sleep(base, records, registry, active, cfg, progress)
     summary = report.summary()
     summary["version"] = report.published.version if report.published else None
     summary["nothing_to_learn"] = report.nothing_to_learn

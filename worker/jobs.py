@@ -10,7 +10,8 @@ import redis
 
 from sleepd import keys
 
-TERMINAL = {"published", "rejected", "skipped", "failed"}
+# superseded: published, but the pointer had moved (an operator's rollback) and was left where it was.
+TERMINAL = {"published", "superseded", "rejected", "skipped", "failed"}
 _JSON_FIELDS = ("options", "metrics", "report", "phases")
 _TTL_S = 30 * 24 * 3600
 

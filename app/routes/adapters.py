@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from app.adapters import AdapterBusy
+from app.adapters import AdapterBusy, AdapterLoadFailed
 from app.deps import AdminAuth, EngineDep
 from app.engine import Engine
-from app.errors import BadRequest, Conflict, NotFound
-from sleepd.active_adapter import ActiveAdapter
+from app.errors import BadRequest, Conflict, NotFound, Unavailable
+from sleepd.active_adapter import ActiveAdapter, PointerConflict
 from sleepd.registry import BASE, AdapterNotFound, AdapterRegistry, InvalidAdapter, read_peft_config
 
 router = APIRouter(prefix="/admin/adapters", dependencies=[AdminAuth])
@@ -41,17 +41,28 @@ async def list_adapters(registry: RegistryDep, pointer: PointerDep, engine: Engi
     return {
         "object": "list",
         "active": await pointer.get(),
-        "serving": engine.adapters.active.version,
+        **engine.adapters.describe(),
         "data": [m.model_dump() for m in registry.versions()],
         "history": await pointer.history(20),
     }
 
 
+class ActivateRequest(BaseModel):
+    expected: str | None = Field(
+        None, description="Switch only if this version is active now (default: the one active when called)."
+    )
+
+
 @router.post("/{version}/activate")
-async def activate(version: str, pointer: PointerDep, engine: EngineDep) -> dict[str, Any]:
-    """Switch every server to `version` (or `base`): this one first, so a bad version never reaches the pointer."""
-    await _activate_here(engine, version)
-    event = await pointer.set(version, reason="admin")
+async def activate(
+    version: str, pointer: PointerDep, engine: EngineDep, body: ActivateRequest | None = None
+) -> dict[str, Any]:
+    """Switch every server to `version` (or `base`): this one first, so a bad version never reaches the pointer;
+    then one compare-and-set on the pointer, so two writers at once cannot both think they won."""
+    async with engine.adapters.switching:
+        expected = body.expected if body and body.expected else await pointer.get()
+        await _activate_here(engine, version)
+        event = await _move_pointer(pointer, version, expected, "admin")
     return {"active": version, "previous": event["previous"]}
 
 
@@ -85,9 +96,17 @@ async def publish(
         source="external",
     )
     if body.activate:
-        await _activate_here(engine, meta.version)
-        await pointer.set(meta.version, reason="admin publish")
+        async with engine.adapters.switching:
+            await _activate_here(engine, meta.version)
+            await _move_pointer(pointer, meta.version, parent, "admin publish")
     return meta.model_dump()
+
+
+async def _move_pointer(pointer: ActiveAdapter, version: str, expected: str, reason: str) -> dict[str, Any]:
+    try:
+        return await pointer.set(version, expected=expected, reason=reason)
+    except PointerConflict as exc:
+        raise Conflict(f"{exc}; nothing changed (this server follows the pointer back)") from exc
 
 
 async def _activate_here(engine: Engine, version: str) -> None:
@@ -99,3 +118,5 @@ async def _activate_here(engine: Engine, version: str) -> None:
         raise Conflict(str(exc)) from exc
     except InvalidAdapter as exc:
         raise BadRequest(str(exc), param="version") from exc
+    except AdapterLoadFailed as exc:
+        raise Unavailable(f"{exc}; the version stays as it was, retry later") from exc

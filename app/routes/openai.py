@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -13,8 +16,9 @@ from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request, with_cancellation
 
-from app.adapters import AdapterManager
+from app.adapters import AdapterManager, Ticket
 from app.deps import EngineDep, SessionLogDep
+from app.errors import AdapterRetired, error_body
 from app.exchange import ExchangeCapture
 from app.session_log import SessionLogWriter
 
@@ -45,6 +49,7 @@ async def list_models(engine: EngineDep) -> JSONResponse:
     models = (await engine.models.show_available_models()).model_dump()
     for card in models["data"]:
         card["sleepd_adapter"] = engine.adapters.active.version
+        card["sleepd_merged"] = engine.adapters.active.lora is None
     return JSONResponse(models)
 
 
@@ -62,45 +67,103 @@ async def _serve(
             include_usage=True,
             continuous_usage_stats=bool(request.stream_options and request.stream_options.continuous_usage_stats),
         )
-    # The lease pins the adapter version active now for this whole request, streamed or not.
-    lease = adapters.acquire()
-    release = _once(lambda: adapters.release(lease))
-    raw_request.state.adapter = lease.version
-    capture = ExchangeCapture(
-        log,
-        endpoint=endpoint,
-        session_id=raw_request.state.session_id,
-        adapter=lease.version,
-        request=request,
-        request_id=raw_request.headers.get("x-request-id"),
-    )
+    # The ticket pins the adapter version active now for this whole request, streamed or not. Everything after
+    # taking it is inside the try: a ticket never returned would pin its version (and a LoRA slot) for good.
+    ticket = await adapters.acquire()
+    release = _once(lambda: adapters.release(ticket))
     try:
-        result = await handler(request, raw_request)
+        version = ticket.route.version
+        raw_request.state.adapter = version
+        capture = ExchangeCapture(
+            log,
+            endpoint=endpoint,
+            session_id=raw_request.state.session_id,
+            model=request.model or adapters.served_name,  # "model" is optional in the OpenAI API
+            adapter=version,
+            request=request,
+            request_id=raw_request.headers.get("x-request-id"),
+        )
+        result = await _until_revoked(handler(request, raw_request), ticket)
+        if isinstance(result, ErrorResponse):
+            release()
+            return JSONResponse(result.model_dump(), status_code=result.error.code)
+        if not request.stream:
+            release()
+            capture.finish_response(result)
+            return JSONResponse(result.model_dump())
+        stream = capture.relay(_revocable(result, ticket), forward_usage=forward_usage)
+        return LeasedStream(stream, ticket, release)
     except BaseException:
         release()
         raise
-    if isinstance(result, ErrorResponse):
-        release()
-        return JSONResponse(result.model_dump(), status_code=result.error.code)
-    if not request.stream:
-        release()
-        capture.finish_response(result)
-        return JSONResponse(result.model_dump())
-    return LeasedStream(capture.relay(result, forward_usage=forward_usage), release)
+
+
+async def _until_revoked(work: Awaitable[Any], ticket: Ticket) -> Any:
+    """`work`'s result, unless the ticket is revoked first (its version outlived the drain deadline)."""
+    task = asyncio.ensure_future(work)
+    revoked = asyncio.ensure_future(ticket.revoked.wait())
+    try:
+        await asyncio.wait({task, revoked}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        revoked.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    if task.cancelled():
+        raise AdapterRetired(
+            f"adapter version {ticket.route.version} was retired while this request ran past the drain deadline"
+        )
+    return task.result()
+
+
+async def _revocable(stream: AsyncIterator[str], ticket: Ticket) -> AsyncIterator[str]:
+    """Relay a vLLM SSE stream; once the ticket is revoked, end it with an error event and [DONE]."""
+    try:
+        async for chunk in stream:
+            if ticket.revoked.is_set():
+                message = f"adapter version {ticket.route.version} was retired: stream ended at the drain deadline"
+                yield f"data: {json.dumps(error_body(message, 'ServiceUnavailableError', 503))}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            yield chunk
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()  # closes vLLM's generator, which aborts the request in the engine
 
 
 class LeasedStream(StreamingResponse):
-    """A stream that returns its adapter lease when the response ends, however it ends (even unstarted)."""
+    """A stream that returns its adapter ticket when the response ends, however it ends (even unstarted).
+    Revoked, it ends itself with an error event at its next chunk; a reader that stalls is cut off after
+    `_REVOKE_GRACE_S` (the connection closes once what was sent is read)."""
 
-    def __init__(self, content: Any, release: Callable[[], None]) -> None:
+    def __init__(self, content: AsyncIterator[str], ticket: Ticket, release: Callable[[], None]) -> None:
         super().__init__(content, media_type="text/event-stream")
+        self._ticket = ticket
         self._release = release
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body = asyncio.ensure_future(super().__call__(scope, receive, send))
+        revoked = asyncio.ensure_future(self._ticket.revoked.wait())
         try:
-            await super().__call__(scope, receive, send)
+            await asyncio.wait({body, revoked}, return_when=asyncio.FIRST_COMPLETED)
+            if not body.done():
+                await asyncio.wait({body}, timeout=_REVOKE_GRACE_S)
+            if body.done():
+                body.result()
         finally:
+            revoked.cancel()
+            if not body.done():
+                body.cancel()
+                with contextlib.suppress(BaseException):
+                    await body
+            with contextlib.suppress(RuntimeError):  # already finished, or closed by its own task
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
             self._release()
+
+
+_REVOKE_GRACE_S = 2.0
 
 
 def _once(fn: Callable[[], None]) -> Callable[[], None]:
