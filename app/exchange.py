@@ -34,6 +34,7 @@ class ExchangeCapture:
         adapter: str,
         request: Any,
         request_id: str | None,
+        learn: bool = True,
     ) -> None:
         self.writer = writer
         self.endpoint = endpoint
@@ -53,6 +54,7 @@ class ExchangeCapture:
             messages=_jsonable(request.messages) if endpoint == "chat" else None,
             prompt=_jsonable(request.prompt) if endpoint == "completion" else None,
             params={k: v for k, v in params.items() if v is not None},
+            learn=learn,
         )
 
     def finish_response(self, response: Any) -> None:

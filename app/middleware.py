@@ -18,6 +18,7 @@ from app.errors import error_body
 
 SESSION_HEADER = "x-session-id"
 ADAPTER_HEADER = "x-sleepd-adapter"
+LEARN_HEADER = "x-sleepd-learn"  # "off": log the exchange for audit, never consolidate it
 _SESSION_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 _ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completion", "/v1/models": "models"}
 
@@ -56,6 +57,12 @@ class SleepdMiddleware:
                 await send_json(400, error_body(msg, "BadRequestError", 400, "X-Session-Id"), [])
                 return
             state["session_id"] = sid
+            learn = (_header(scope, LEARN_HEADER.encode()) or "on").strip().lower()
+            if learn not in ("on", "off"):
+                msg = "X-Sleepd-Learn must be 'on' or 'off'"
+                await send_json(400, error_body(msg, "BadRequestError", 400, "X-Sleepd-Learn"), [])
+                return
+            state["learn"] = learn == "on"
 
             body_receive = await self._bounded_body(scope, receive)
             if body_receive is None:

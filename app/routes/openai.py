@@ -82,6 +82,7 @@ async def _serve(
             adapter=version,
             request=request,
             request_id=raw_request.headers.get("x-request-id"),
+            learn=getattr(raw_request.state, "learn", True),
         )
         result = await _until_revoked(handler(request, raw_request), ticket)
         if isinstance(result, ErrorResponse):

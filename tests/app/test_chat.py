@@ -36,7 +36,7 @@ def test_chat_completion_is_logged_with_the_session(server: Server, client: Open
     assert rec["prompt_tokens"] == resp.usage.prompt_tokens
     assert rec["completion_tokens"] == 12
     assert rec["adapter"] == "base" and rec["model"] == "sleepd" and rec["status"] == "ok"
-    assert rec["schema_version"] == 1 and rec["latency_ms"] > 0
+    assert rec["schema_version"] == 1 and rec["latency_ms"] > 0 and rec["learn"] is True
 
 
 def test_server_assigns_a_session_id_when_none_is_sent(server: Server, client: OpenAI) -> None:
@@ -44,6 +44,17 @@ def test_server_assigns_a_session_id_when_none_is_sent(server: Server, client: O
     session = raw.headers["x-session-id"]
     assert session.startswith("sess_")
     assert len(logged(server, session)) == 1
+
+
+def test_learning_opt_out_is_logged_for_audit_and_marked(server: Server, client: OpenAI) -> None:
+    session = sid()
+    client.chat.completions.create(model="sleepd", messages=MSGS, max_tokens=2,
+                                   extra_headers={"X-Session-Id": session, "X-Sleepd-Learn": "off"})  # fmt: skip
+    (rec,) = logged(server, session)
+    assert rec["learn"] is False  # kept for audit; consolidation.sessions.memories leaves it out
+    bad = httpx.post(server.api + "/chat/completions", json={"model": "sleepd", "messages": MSGS},
+                     headers={"X-Sleepd-Learn": "maybe"})  # fmt: skip
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "X-Sleepd-Learn"
 
 
 def test_stream_matches_non_stream_and_hides_usage_unless_asked(server: Server, client: OpenAI) -> None:
