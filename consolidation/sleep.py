@@ -85,6 +85,7 @@ class SleepReport:
     stored_facts: int = 0
     retired_facts: int = 0
     trained_questions: list[str] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per phase: the cost when others share the CPU
 
     @property
     def nothing_to_learn(self) -> bool:
@@ -110,6 +111,10 @@ class SleepReport:
             "s_per_1k_session_tokens": {
                 k: round(1000 * v / max(self.session_tokens, 1), 1) for k, v in self.timings_s.items()
             },
+            "cpu_s": {k: round(v, 1) for k, v in self.cpu_s.items()},
+            "cpu_s_per_1k_session_tokens": {
+                k: round(1000 * v / max(self.session_tokens, 1), 1) for k, v in self.cpu_s.items()
+            },
             "seeding_last": self.seeding_last,
             "dreaming": self.dreaming,
             "compaction_error": self.compaction_error,
@@ -119,6 +124,22 @@ class SleepReport:
 
 
 Progress = Callable[[str, float, dict[str, Any]], None]  # phase, fraction done, details
+
+
+class Clock:
+    """Wall and CPU seconds per phase. CPU seconds (this process, all its threads) are what a sleep costs when
+    other work shares the machine; wall seconds are what an operator waits."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._at = (time.perf_counter(), time.process_time())
+
+    def lap(self, phase: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.wall[phase] = now[0] - self._at[0]
+        self.cpu[phase] = now[1] - self._at[1]
+        self._at = now
 
 
 @dataclass
@@ -157,10 +178,9 @@ def _run(
     base_model: Path, mems: list[Memory], registry: AdapterRegistry, active: str, previous: Path | None,
     parent_meta: AdapterMeta | None, cfg: SleepConfig, work: Path, report: Callable[..., None],
 ) -> SleepReport:  # fmt: skip
-    timings: dict[str, float] = {}
+    clock = Clock()
     tokens: dict[str, int] = {}
     sessions = len({m.session_id.split("#")[0] for m in mems})
-    t0 = time.perf_counter()
     report("prepare", 0.0, step="load")
     # Room for the new expert under the engine's rank cap is made *before* training: the student then learns on
     # top of the compacted previous adapter, and replaying the stored facts re-teaches what compaction lost.
@@ -172,8 +192,9 @@ def _run(
     kept, retired = factstore.retire(stored_all, found)
     if not found:
         report("done", 1.0, passed=False)
-        return SleepReport(None, None, active, sessions, 0, 0, {"prepare": time.perf_counter() - t0}, tokens,
-                           session_tokens, stored_facts=len(stored_all))  # fmt: skip
+        clock.lap("prepare")
+        return SleepReport(None, None, active, sessions, 0, 0, clock.wall, tokens, session_tokens,
+                           stored_facts=len(stored_all), cpu_s=clock.cpu)  # fmt: skip
     prep = prepare(policy, found, kept, cfg, lambda done, step: report("prepare", done, step=step))
     report("prepare", 0.95, step="replay")
     replay = replay_targets(policy, list(cfg.replay), cfg.seeding.max_new_tokens, cfg.top_k)
@@ -181,25 +202,22 @@ def _run(
         closed_book_answers(policy, prep.probes, student=False, max_new_tokens=cfg.gate.max_new_tokens),
         prep.probes, cfg.gate.match,
     )  # fmt: skip
-    timings["prepare"] = time.perf_counter() - t0
+    clock.lap("prepare")
 
-    t0 = time.perf_counter()
     steps = seed_knowledge(
         policy, prep.targets, prep.stored, replay, cfg.seeding,
         on_step=lambda s: report("seeding", s.step / s.steps, loss=s.loss, distill=s.distill, replay=s.replay),
     )  # fmt: skip
-    timings["seeding"] = time.perf_counter() - t0
+    clock.lap("seeding")
     tokens["seeding"] = sum(s.tokens for s in steps)
 
-    t0 = time.perf_counter()
     rounds = dream(
         policy, prep.targets, replay, cfg.dreaming, cfg.seeding,
         on_round=lambda r: report("dreaming", r.round / max(cfg.dreaming.rounds, 1), pass_rate=r.pass_rate),
     )  # fmt: skip
-    timings["dreaming"] = time.perf_counter() - t0
+    clock.lap("dreaming")
 
     # The gate evaluates the very files that would be published.
-    t0 = time.perf_counter()
     report("gate", 0.0, step="package")
     candidate = package(policy, start, work)
     del policy  # the gate loads the served form; free the training copy first
@@ -210,10 +228,9 @@ def _run(
     gate = evaluate(served, prep.probes, list(cfg.anchors), cfg.gate, previous="previous" if previous else None,
                     recall_before=before, heldout=bool(prep.probes))  # fmt: skip
     del served
-    timings["gate"] = time.perf_counter() - t0
+    clock.lap("gate")
     published = None
     if gate.passed:
-        t0 = time.perf_counter()
         facts = factstore.merge(kept, prep.statements, prep.questions, cfg.store_cap)
         earlier = parent_meta.experts if parent_meta else []
         if start is not previous and start is not None:  # compacted: the earlier experts are one now
@@ -230,13 +247,13 @@ def _run(
             },
             gate=gate.metrics() | {"compaction_error": compaction_error},
         )
-        timings["publish"] = time.perf_counter() - t0
+        clock.lap("publish")
     report("done", 1.0, passed=gate.passed)
     trained = [t.question for t in [*prep.targets, *prep.stored]] + [q for r in rounds for q in r.questions]
     return SleepReport(
-        published, gate, active, sessions, len(prep.statements), len(prep.targets), timings, tokens, session_tokens,
-        asdict(steps[-1]) if steps else {}, [asdict(r) for r in rounds], compaction_error, len(stored_all),
-        len(retired), list(dict.fromkeys(trained)),
+        published, gate, active, sessions, len(prep.statements), len(prep.targets), clock.wall, tokens,
+        session_tokens, asdict(steps[-1]) if steps else {}, [asdict(r) for r in rounds], compaction_error,
+        len(stored_all), len(retired), list(dict.fromkeys(trained)), clock.cpu,
     )  # fmt: skip
 
 

@@ -1,0 +1,38 @@
+"""Training targets: questions both ways about each statement, answered by the statement itself."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from consolidation.policy import ExpertConfig, Policy
+from consolidation.statements import Statement
+from consolidation.targets import about, attach_teacher, cloze_targets, keyed_targets
+
+CODE = Statement("s1", "The access code for Neakound Boathouse is jundmyr-66.", ("Neakound Boathouse", "jundmyr-66"),
+                 "src")  # fmt: skip
+TUNNEL = Statement("s2", "The Broudeack Tunnel is 964 metres long.", ("Broudeack Tunnel", "964"), "src")
+
+
+def test_a_question_must_be_about_the_statement_and_leave_something_to_answer() -> None:
+    assert about("Which code opens Neakound Boathouse?", CODE, exact=True)
+    assert not about("Which tunnel is Broudeck?", TUNNEL, exact=True)  # a misspelt name is not the name
+    assert about("How long is the tunnel, in metres?", TUNNEL) and not about("How long?", TUNNEL)
+    assert not about("Is jundmyr-66 the code for Neakound Boathouse?", CODE)  # nothing left to answer
+
+
+def test_keyed_and_cloze_targets_ask_both_ways_and_answer_with_the_statement(tiny_model: Path) -> None:
+    policy = Policy(tiny_model, None, ExpertConfig(rank=2))
+    keyed = keyed_targets(policy, [CODE, TUNNEL], 2, random.Random(0))
+    assert len(keyed) == 8 and {t.key for t in keyed} == {"neakound boathouse", "jundmyr-66", "broudeack tunnel", "964"}
+    by_key = {t.key: t for t in keyed}
+    assert by_key["jundmyr-66"].expected == ("Neakound Boathouse",)  # the code gives the place
+    assert by_key["neakound boathouse"].expected == ("jundmyr-66",)  # and the place gives the code
+    cloze = cloze_targets(policy, [TUNNEL], 1, random.Random(0))
+    assert [t.question.split(": ", 1)[-1].split("? ", 1)[-1] for t in cloze] == [
+        "The ___ is 964 metres long.", "The Broudeack Tunnel is ___ metres long."
+    ]  # fmt: skip
+    eos = policy.tokenizer.eos_token_id
+    assert all(t.answer[-1] == eos and policy.decode(t.answer) == TUNNEL.text for t in cloze)
+    attach_teacher(policy, cloze, top_k=4)
+    assert all(t.topk_ids.shape == (len(t.answer), 4) and t.evidence.shape == (len(t.answer),) for t in cloze)  # type: ignore[union-attr]
