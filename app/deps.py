@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app import metrics
 from app.engine import Engine
-from app.errors import Forbidden, Unauthorized
+from app.errors import Forbidden, Unauthorized, Unavailable
 from app.session_log import SessionLogWriter
 from sleepd.config import Settings
 from sleepd.session_store import SessionStore
@@ -23,7 +24,11 @@ def _engine(request: Request) -> Engine:
 
 
 def _session_log(request: Request) -> SessionLogWriter:
-    return request.app.state.session_log  # type: ignore[no-any-return]
+    writer: SessionLogWriter = request.app.state.session_log
+    if writer.full():
+        metrics.SESSION_LOG_REFUSED.inc()
+        raise Unavailable("the session log cannot take more exchanges (Redis unreachable, spool full); retry later")
+    return writer
 
 
 def _session_store(request: Request) -> SessionStore:

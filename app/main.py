@@ -48,10 +48,11 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
         store = SessionStore(redis, dedupe_ttl_s=settings.session_dedupe_ttl_s)
         writer = SessionLogWriter(
             store,
-            Spool(settings.spool_path),
+            Spool(settings.spool_path, max_bytes=settings.spool_max_bytes),
             queue_size=settings.session_log_queue_size,
             batch=settings.session_log_batch,
             replay_interval_s=settings.spool_replay_interval_s,
+            drain_timeout_s=settings.session_log_drain_timeout_s,
         )
         registry = AdapterRegistry(settings.adapters_dir)
         pointer = ActiveAdapter(redis)

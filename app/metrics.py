@@ -17,8 +17,15 @@ TOKENS = Counter("sleepd_tokens_total", "Tokens processed, by kind (prompt, comp
 
 SESSION_RECORDS = Counter(
     "sleepd_session_log_records_total",
-    "Exchange records by where they went: redis, spooled, replayed (spool to redis), duplicate.",
+    "Exchange records by where they went: redis, spooled, replayed (spool to redis), duplicate, held (in memory:"
+    " the spool could not take them), unreadable (spool lines skipped by replay).",
     ["outcome"],
+)
+SESSION_LOG_RESTARTS = Counter(
+    "sleepd_session_log_restarts_total", "Session log loops restarted after an unexpected error.", ["loop"]
+)
+SESSION_LOG_REFUSED = Counter(
+    "sleepd_session_log_refused_total", "Requests refused (503) because the spool reached SLEEPD_SPOOL_MAX_BYTES."
 )
 SESSION_QUEUE_DEPTH = Gauge("sleepd_session_log_queue_depth", "Records waiting in memory for the log writer.")
 SESSION_SPOOL_PENDING = Gauge("sleepd_session_log_spool_pending", "Records in the local spool awaiting Redis.")

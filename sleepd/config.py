@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     session_log_batch: int = 64
     session_dedupe_ttl_s: int = 7 * 24 * 3600
     spool_replay_interval_s: float = 1.0
+    spool_max_bytes: int = Field(
+        1024**3,
+        description="Cap on the local spool (Redis unreachable). At the cap the server answers 503 to new"
+        " /v1 requests (and /ready fails) rather than accept exchanges it could not log; 0 = no cap.",
+    )
+    session_log_drain_timeout_s: float = Field(10.0, description="At shutdown, time to store what is queued.")
 
     @cached_property
     def models_dir(self) -> Path:

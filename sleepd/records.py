@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -18,10 +18,32 @@ def new_record_id() -> str:
     return uuid.uuid4().hex
 
 
+def valid_text(value: Any) -> Any:
+    """`value` with every string made encodable as UTF-8: a lone surrogate (legal in a JSON request,
+    e.g. "\\udfff") becomes U+FFFD. Without this one such request would make its record unserialisable."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            # utf-16 with surrogatepass joins valid pairs; what stays lone decodes as U+FFFD.
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {valid_text(k): valid_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [valid_text(v) for v in value]
+    return value
+
+
 class LoggedChoice(BaseModel):
     index: int = 0
     text: str = ""
     finish_reason: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data: Any) -> Any:
+        return valid_text(data) if isinstance(data, dict) else data
 
 
 class ExchangeRecord(BaseModel):
@@ -47,6 +69,11 @@ class ExchangeRecord(BaseModel):
     latency_ms: float | None = None
     ttft_ms: float | None = None
     created_at: float = Field(default_factory=time.time)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data: Any) -> Any:
+        return valid_text(data) if isinstance(data, dict) else data
 
     @property
     def response_text(self) -> str:

@@ -57,6 +57,21 @@ def test_learning_opt_out_is_logged_for_audit_and_marked(server: Server, client:
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "X-Sleepd-Learn"
 
 
+def test_a_lone_surrogate_in_an_unlogged_field_does_not_stop_the_log(server: Server, client: OpenAI) -> None:
+    session = sid()
+    body = '{"model": "sleepd", "max_tokens": 2, "messages": [{"role": "user", "name": "\\udfff", "content": "hi"}]}'
+    r = httpx.post(server.api + "/chat/completions", content=body,
+                   headers={"content-type": "application/json", "X-Session-Id": session})  # fmt: skip
+    assert r.status_code == 200
+    (rec,) = logged(server, session)
+    assert rec["messages"][0]["name"] == "\ufffd"
+    later = [sid() for _ in range(5)]
+    for s in later:
+        client.chat.completions.create(model="sleepd", messages=MSGS, max_tokens=2, extra_headers={"X-Session-Id": s})
+    for s in later:
+        assert len(logged(server, s)) == 1, "the log goes on after the hostile request"
+
+
 def test_stream_matches_non_stream_and_hides_usage_unless_asked(server: Server, client: OpenAI) -> None:
     session = sid()
     kwargs = dict(model="sleepd", messages=MSGS, max_tokens=16, temperature=0)
@@ -147,7 +162,8 @@ def test_multi_turn_session_keeps_order(server: Server, client: OpenAI) -> None:
 
 def test_models_health_ready_metrics(server: Server, client: OpenAI) -> None:
     assert [m.id for m in client.models.list().data] == ["sleepd"]
-    assert httpx.get(server.base_url + "/health").json() == {"status": "ok"}
+    health = httpx.get(server.base_url + "/health").json()
+    assert health["status"] == "ok" and health["degraded"] == [] and health["engine"] == "ready"
     assert httpx.get(server.base_url + "/ready").status_code == 200
     client.chat.completions.create(model="sleepd", messages=MSGS, max_tokens=2)
     text = httpx.get(server.base_url + "/metrics").text

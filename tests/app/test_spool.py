@@ -44,3 +44,57 @@ def test_torn_last_line_is_skipped(tmp_path: Path) -> None:
     with open(path, "a") as f:
         f.write(rec(2).model_dump_json()[:20])  # a write cut by a crash
     assert [r.session_id for r in spool.take_batch()] == ["s1"]
+
+
+def test_a_good_record_after_a_torn_line_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.jsonl"
+    spool = Spool(path)
+    spool.append([rec(1)])
+    with open(path, "a") as f:
+        f.write(rec(2).model_dump_json()[:20])  # a crash mid-write
+    spool.append([rec(3)])  # the next process appends after the torn line
+    assert [r.session_id for r in spool.take_batch()] == ["s1", "s3"]
+    assert spool.skipped == 1
+
+
+def test_unreadable_lines_are_skipped_and_replay_streams_in_batches(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.jsonl"
+    spool = Spool(path)
+    spool.append([rec(i) for i in range(5)])
+    with open(path, "a") as f:
+        f.write('{"not": "a record"}\n')
+    spool.append([rec(5)])
+    batches = [[r.session_id for r in b] for b in spool.replay_batches(2)]
+    assert batches == [["s0", "s1"], ["s2", "s3"], ["s4", "s5"]]
+    assert spool.skipped == 1
+
+
+def test_one_process_owns_a_spool(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = tmp_path / "sessions.jsonl"
+    spool = Spool(path)
+    spool.acquire()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_try_acquire, (str(path),)) == "SpoolInUse"
+    spool.release()
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_try_acquire, (str(path),)) == "ok"
+
+
+def _try_acquire(path: str) -> str:
+    from app.spool import SpoolInUse
+
+    try:
+        Spool(Path(path)).acquire()
+    except SpoolInUse:
+        return "SpoolInUse"
+    return "ok"
+
+
+def test_the_cap_marks_the_spool_full(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "sessions.jsonl", max_bytes=1000)
+    assert not spool.full()
+    spool.append([rec(i) for i in range(5)])
+    assert spool.size() > 1000 and spool.full()
