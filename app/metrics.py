@@ -65,3 +65,4 @@ ADAPTER_MERGE_SECONDS = Histogram(
 ADAPTER_SERVING_MERGED = Gauge(
     "sleepd_adapter_serving_merged", "1 while new requests run on merged weights (no LoRA), 0 on the LoRA path."
 )
+SLEEP_METRICS_ERRORS = Counter("sleepd_metrics_refresh_errors_total", "Failed refreshes of the sleep metrics.")

@@ -19,7 +19,7 @@ from app.errors import error_body
 SESSION_HEADER = "x-session-id"
 ADAPTER_HEADER = "x-sleepd-adapter"
 LEARN_HEADER = "x-sleepd-learn"  # "off": log the exchange for audit, never consolidate it
-_SESSION_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+_SESSION_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 _ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completion", "/v1/models": "models"}
 
 
@@ -52,7 +52,7 @@ class SleepdMiddleware:
             sid = _header(scope, SESSION_HEADER.encode())
             if sid is None:
                 sid = new_session_id()
-            elif not _SESSION_ID.match(sid):
+            elif not _SESSION_ID.fullmatch(sid):
                 msg = "X-Session-Id must be 1-128 characters of letters, digits and . _ : @ -"
                 await send_json(400, error_body(msg, "BadRequestError", 400, "X-Session-Id"), [])
                 return

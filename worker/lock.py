@@ -14,7 +14,13 @@ import redis
 from sleepd import keys
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-_EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+# Also keeps the job's one-cycle-at-a-time slot (keys.SLEEP_ACTIVE) alive while the job runs, however long.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+return 1
+"""
 
 
 class LockHeld(Exception):
@@ -26,9 +32,11 @@ class LockLost(Exception):
 
 
 class SleepLock:
-    def __init__(self, client: redis.Redis, owner: str, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, owner: str, ttl_s: int, *, job_id: str = "", slot_ttl_s: int = 0) -> None:
         self.redis = client
-        self.owner = owner
+        self.owner = owner  # unique per attempt: a redelivered job must not pass for its killed predecessor
+        self.job_id = job_id
+        self.slot_ttl_s = slot_ttl_s
         self.ttl_ms = ttl_s * 1000
         self.token = 0
         self._stop = threading.Event()
@@ -59,6 +67,7 @@ class SleepLock:
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl_ms / 3000):
             try:
-                self.redis.eval(_EXTEND, 1, keys.SLEEP_LOCK, self.owner, self.ttl_ms)
+                self.redis.eval(_EXTEND, 2, keys.SLEEP_LOCK, keys.SLEEP_ACTIVE, self.owner, self.ttl_ms, self.job_id,
+                                self.slot_ttl_s)  # fmt: skip
             except redis.RedisError:
                 pass  # the next beat retries; check() before publishing is what guards correctness

@@ -3,38 +3,44 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
-import uuid
 from typing import Any
 
 import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_ready
 
-from sleepd import keys
 from sleepd.config import Settings
-from worker.celery_app import CHECK_TASK, SLEEP_TASK, celery_app
-from worker.cycle import Preempted, run_cycle
-from worker.jobs import JobStore
-from worker.lock import LockHeld
-from worker.window import decide
+from sleepd.jobs import JobStore
+from sleepd.sleep_queue import CHECK_TASK, SLEEP_TASK, enqueue
+from sleepd.sleep_state import heartbeat, record_failure, trim_consolidated
+from sleepd.window import decide, publish_decision
+from worker.celery_app import celery_app
+from worker.cycle import GaveUp, Preempted, TimedOut, release_slot, remove_snapshots, run_cycle
+from worker.lock import LockHeld, LockLost
 
 log = logging.getLogger(__name__)
 
 
-def new_job_id() -> str:
-    return f"sleep-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    """Each worker process marks itself alive every 20 s (`sleepd_sleep_workers`, the SleepWorkerAbsent alert)."""
+    name = str(getattr(sender, "hostname", None) or f"worker-{os.getpid()}")
+    settings = Settings()
 
+    def beat() -> None:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        while True:
+            try:
+                heartbeat(client, name)
+            except redis.RedisError:
+                pass  # Redis away: the gauge drops, which is what an operator should see
+            time.sleep(20)
 
-def enqueue(client: redis.Redis, options: dict[str, Any], settings: Settings) -> str | None:
-    """Start a cycle unless one is queued or running (SET NX: of two triggers at once, one wins). Returns the
-    job id, or None if another cycle holds the slot."""
-    job_id = new_job_id()
-    if not client.set(keys.SLEEP_ACTIVE, job_id, nx=True, ex=settings.sleep_visibility_timeout_s):
-        return None
-    JobStore(client).create(job_id, options)
-    celery_app.send_task(SLEEP_TASK, args=[job_id, options], task_id=job_id)
-    return job_id
+    threading.Thread(target=beat, daemon=True, name="sleepd-worker-heartbeat").start()
 
 
 @celery_app.task(name=SLEEP_TASK, bind=True, acks_late=True, max_retries=None)
@@ -43,7 +49,10 @@ def sleep_cycle(self: Task, job_id: str, options: dict[str, Any]) -> dict[str, A
     client = redis.Redis.from_url(settings.redis_url)
     jobs = JobStore(client)
     try:
-        return run_cycle(job_id, options, settings, client)
+        result = run_cycle(job_id, options, settings, client)
+        remove_snapshots(settings, jobs)
+        publish_decision(client, decide(client, settings))  # /metrics shows the pending sessions after this cycle
+        return result
     except Preempted as exc:
         jobs.update(job_id, state="preempted", error=str(exc), resume_at=time.time() + settings.sleep_preempt_retry_s)
         raise self.retry(countdown=settings.sleep_preempt_retry_s, exc=exc) from exc
@@ -52,9 +61,15 @@ def sleep_cycle(self: Task, job_id: str, options: dict[str, Any]) -> dict[str, A
         raise self.retry(countdown=settings.sleep_lock_ttl_s, exc=exc) from exc
     except (SoftTimeLimitExceeded, Exception) as exc:
         log.exception("sleep %s failed", job_id)
-        jobs.update(job_id, state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=time.time())
-        client.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end", 1,
-                    keys.SLEEP_ACTIVE, job_id)  # fmt: skip
+        # Exception text can quote session content, and job records live for weeks: Redis gets the type and,
+        # for sleepd's own errors (whose messages it writes), the message; the full text is in the worker log.
+        own = isinstance(exc, TimedOut | GaveUp | LockLost)
+        error = f"{type(exc).__name__}: {exc}" if own else f"{type(exc).__name__} (details in the worker log)"
+        jobs.update(job_id, state="failed", error=error, finished_at=time.time())
+        streak = record_failure(client, settings, error)
+        log.warning("sleep: %d consecutive failure(s); %s", streak.count, streak.reason(time.time()))
+        release_slot(client, job_id)
+        remove_snapshots(settings, jobs)
         raise
     finally:
         client.close()
@@ -67,6 +82,8 @@ def maybe_sleep() -> dict[str, Any]:
     client = redis.Redis.from_url(settings.redis_url)
     try:
         d = decide(client, settings)
+        publish_decision(client, d)
+        trim_consolidated(client, settings)
         job = enqueue(client, {"trigger": "scheduler"}, settings) if d.sleep else None
         return {"sleep": d.sleep, "job_id": job, "reasons": d.reasons, "pending_tokens": d.pending_tokens}
     finally:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from redis.exceptions import RedisError
 
+from app import metrics
 from app.errors import error_body
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 
 @router.get("/health")
@@ -63,4 +66,8 @@ async def prometheus_metrics(request: Request) -> Response:
         await asyncio.to_thread(sleep_metrics.refresh, request.app.state.sync_redis, request.app.state.settings)
     except RedisError:
         pass  # Redis away: serve the rest (sleepd_redis_up says so)
+    except Exception:
+        # A collector's bug must not take the endpoint (and every other series) down with it.
+        log.exception("/metrics: the sleep metrics could not be refreshed")
+        metrics.SLEEP_METRICS_ERRORS.inc()
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

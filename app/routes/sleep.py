@@ -30,8 +30,8 @@ def _client(request: Request) -> redis.Redis:
 
 @router.post("")
 async def trigger(body: SleepRequest, request: Request, settings: SettingsDep) -> dict[str, Any]:
-    from worker.tasks import enqueue
-    from worker.window import decide
+    from sleepd.sleep_queue import enqueue
+    from sleepd.window import decide
 
     client = _client(request)
     if not body.force:
@@ -48,7 +48,7 @@ async def trigger(body: SleepRequest, request: Request, settings: SettingsDep) -
 
 @router.get("/{job_id}")
 async def status(job_id: str, request: Request) -> dict[str, Any]:
-    from worker.jobs import JobStore
+    from sleepd.jobs import JobStore
 
     job = await asyncio.to_thread(JobStore(_client(request)).get, job_id)
     if job is None:
@@ -58,7 +58,7 @@ async def status(job_id: str, request: Request) -> dict[str, Any]:
 
 @router.get("")
 async def history(request: Request, limit: int = 50) -> dict[str, Any]:
-    from worker.jobs import JobStore
+    from sleepd.jobs import JobStore
 
     jobs = await asyncio.to_thread(JobStore(_client(request)).recent, min(max(limit, 1), 500))
     return {"object": "list", "data": [_with_eta(j) for j in jobs]}

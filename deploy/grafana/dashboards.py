@@ -7,7 +7,7 @@ the committed files differ, or if a query names a metric (or a label of sleepd's
 Every query reads sleepd's one scrape target per API server: `sleepd_*` (app/metrics.py, app/sleep_metrics.py) and
 vLLM's `vllm:*`, served from the same /metrics. The sleep metrics are read from Redis by each API server, so
 several servers report the same values: those panels take `max` across instances.
-Panels that need metrics the code does not define yet are listed in NEEDED_METRICS.md, not drawn here.
+Panels that need metrics the code does not define yet are listed in deploy/NEEDED_METRICS.md, not drawn here.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def serving() -> dashboard.Dashboard:
         graph(
             "Time to first token p50 / p99 by adapter",
             "Per server, labelled with the version that server serves now (requests that straddle a swap count "
-            "toward the new version). An exact split needs a version label on the histogram: NEEDED_METRICS.md.",
+            "toward the new version). An exact split needs a version label on the histogram: deploy/NEEDED_METRICS.md.",
             *by_adapter("sleepd_time_to_first_token_seconds"),
             unit="s"),
         graph(
@@ -252,8 +252,26 @@ def sleep() -> dashboard.Dashboard:
         single("Pending tokens", "Tokens of those exchanges (a scheduled sleep needs "
                "SLEEPD_SLEEP_MIN_PENDING_TOKENS, 200 by default).", q("max(sleepd_sleep_pending_tokens)"),
                limits=[(200, "blue")]),
-        graph("Cycles by outcome", "Among the last 1000 jobs, by state.",
+        single("Workers alive", "Sleep workers whose heartbeat is under 90 s old.",
+               q("max(sleepd_sleep_workers)"), limits=[(1, "green")]),
+        single("Failures in a row", "Consecutive failed cycles; the scheduler backs off, and stops at "
+               "SLEEPD_SLEEP_MAX_FAILURES (5).", q("max(sleepd_sleep_consecutive_failures)"),
+               limits=[(1, "orange"), (5, "red")]),
+        single("Gate rejections", "Gate rejections of the pending sessions since the watermark last moved.",
+               q("max(sleepd_sleep_gate_rejections)"), limits=[(2, "orange")]),
+        single("Since last publish", "Time since a cycle last published an adapter.",
+               q("time() - max(sleepd_sleep_last_published_timestamp_seconds) "
+                 "and max(sleepd_sleep_last_published_timestamp_seconds) > 0"), unit="s"),
+        single("Scheduler decision age", "Age of the scheduler's latest decision (a stale one: no scheduler).",
+               q("max(sleepd_sleep_decision_age_seconds)"), unit="s", limits=[(300, "orange")]),
+        single("Scheduler stopped", "1 after SLEEPD_SLEEP_MAX_FAILURES failures in a row: force a cycle.",
+               q("max(sleepd_sleep_stopped)"), limits=[(1, "red")]),
+        graph("Cycles by outcome", "Cycles ended in each state (all time), and queued or running now.",
               q("max by (state) (sleepd_sleep_cycles)", "{{state}}")),
+        states("Current phase", "The phase of the cycle running now.",
+               q("max by (phase) (sleepd_sleep_phase) > 0", "{{phase}}"), width=12),
+        states("Why the window is closed", "Each reason the scheduler does not start a cycle now.",
+               q("max by (reason) (sleepd_sleep_window_blocked) > 0", "{{reason}}"), width=12),
         states("Sleep lock holder", "Who holds the sleep lock (one cycle at a time): the running cycle.",
                q("max by (holder) (sleepd_sleep_lock_held) > 0", "{{holder}}"), width=12),
         bars("Phase durations, latest cycle", "Seconds per phase of the latest published or rejected cycle.",
@@ -261,14 +279,14 @@ def sleep() -> dashboard.Dashboard:
         graph("Phase durations over time", "Each cycle's phases, as they changed.",
               q("max by (phase) (sleepd_sleep_last_phase_seconds)", "{{phase}}"), unit="s"),
         graph("Gate: recall before / after", "Closed-book recall on held-out questions. A cycle passes "
-              "when after - before > SLEEPD_GATE_MIN_RECALL_GAIN (0 by default).",
+              "when after - before > SLEEPD_GATE_MIN_RECALL_GAIN.",
               q('max by (metric) (sleepd_sleep_last_gate{metric=~"recall_before|recall_after"})',
                 "{{metric}}"), unit="percentunit"),
-        graph("Gate: drift against thresholds", "KL against the previous version and the original base; "
-              "the dashed lines are the default limits SLEEPD_GATE_MAX_ANCHOR_KL (0.1) and "
-              "SLEEPD_GATE_MAX_BASE_KL (0.2).",
+        graph("Gate: drift against thresholds", "KL against the previous version and the original base, "
+              "beside the configured limits (SLEEPD_GATE_MAX_ANCHOR_KL, SLEEPD_GATE_MAX_BASE_KL).",
               q('max by (metric) (sleepd_sleep_last_gate{metric=~"anchor_kl|base_kl"})', "{{metric}}"),
-              limits=[(0.1, "orange"), (0.2, "red")]),
+              q('max by (metric) (sleepd_sleep_gate_threshold{metric=~"max_anchor_kl|max_base_kl"})',
+                "limit {{metric}}")),
         graph("Pending sessions and tokens", "What the next sleep would learn from.",
               q("max(sleepd_sleep_pending_records)", "exchanges"),
               q("max(sleepd_sleep_pending_tokens)", "tokens")),

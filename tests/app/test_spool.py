@@ -98,3 +98,11 @@ def test_the_cap_marks_the_spool_full(tmp_path: Path) -> None:
     assert not spool.full()
     spool.append([rec(i) for i in range(5)])
     assert spool.size() > 1000 and spool.full()
+
+
+def test_the_spool_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    import stat
+
+    spool = Spool(tmp_path / "sessions.jsonl")
+    spool.append([rec(1)])
+    assert stat.S_IMODE(spool.path.stat().st_mode) == 0o600

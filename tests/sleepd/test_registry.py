@@ -69,6 +69,12 @@ def test_not_an_adapter_is_refused(tmp_path: Path) -> None:
     assert reg.versions() == []
 
 
+@pytest.mark.parametrize("name", ["v0001\n", "v\u0661\u0662\u0663\u0664", "x/v0001", "v001"])
+def test_only_plain_version_names_are_versions(tmp_path: Path, name: str) -> None:
+    with pytest.raises(AdapterNotFound):
+        AdapterRegistry(tmp_path / "reg").path(name)
+
+
 def test_concurrent_publishers_get_distinct_versions(tmp_path: Path) -> None:
     reg = AdapterRegistry(tmp_path / "reg")
     srcs = [fake_peft(tmp_path / f"s{i}") for i in range(8)]

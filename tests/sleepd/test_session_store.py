@@ -32,7 +32,7 @@ def test_append_is_exactly_once_and_indexed(local_redis: redis.Redis) -> None:
         assert [r.messages[0]["content"] for _, r in await store.recent(2)] == ["c", "b"]  # type: ignore[index]
         assert [s for s, _ in await store.recent_sessions()] == ["s1", "s2"]
         assert await store.session("nope") == []
+        assert 0 < await client.ttl(keys.record_dedupe(a.record_id)) <= store.dedupe_ttl_s, "a's marker, with a TTL"
         await client.aclose()
 
     asyncio.run(go())
-    assert local_redis.ttl(keys.record_dedupe("x")) == -2  # no stray markers

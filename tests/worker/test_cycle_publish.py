@@ -12,12 +12,12 @@ import redis
 
 from sleepd import keys
 from sleepd.config import Settings
+from sleepd.jobs import JobStore
 from sleepd.registry import AdapterRegistry, InvalidAdapter, base_model_fingerprint
 from sleepd.testing import build_random_lora
 from tests.conftest import CACHE
 from tests.worker.test_preemption import log_session
 from worker.cycle import run_cycle
-from worker.jobs import JobStore
 
 
 def settings_for(client: redis.Redis, model: Path, data_dir: Path) -> Settings:

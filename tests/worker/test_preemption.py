@@ -13,10 +13,10 @@ import redis
 
 from sleepd import keys
 from sleepd.config import Settings
+from sleepd.jobs import JobStore
 from sleepd.records import ExchangeRecord, LoggedChoice
 from sleepd.registry import AdapterRegistry
 from worker.cycle import Preempted, run_cycle
-from worker.jobs import JobStore
 
 
 def log_session(client: redis.Redis, session_id: str, text: str) -> None:

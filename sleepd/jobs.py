@@ -33,7 +33,22 @@ class JobStore:
 
     def update(self, job_id: str, **fields: Any) -> None:
         mapping = {k: json.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items() if v is not None}
-        self.redis.hset(keys.sleep_job(job_id), mapping=mapping)  # type: ignore[arg-type]
+        state = fields.get("state")
+        if state not in TERMINAL and state != "running":
+            self.redis.hset(keys.sleep_job(job_id), mapping=mapping)  # type: ignore[arg-type]
+            return
+        # State changes also keep the summary /metrics reads (keys.SLEEP_SUMMARY) current, in the same transaction.
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.sleep_job(job_id), mapping=mapping)  # type: ignore[arg-type]
+        if state == "running":
+            pipe.hset(keys.SLEEP_SUMMARY, "running", job_id)
+        else:
+            pipe.hincrby(keys.SLEEP_OUTCOMES, state, 1)
+            summary = {"running": "", "last_finished": job_id, "last_finished_at": time.time()}
+            if state == "published":
+                summary |= {"last_published": job_id, "last_published_at": time.time()}
+            pipe.hset(keys.SLEEP_SUMMARY, mapping=summary)  # type: ignore[arg-type]
+        pipe.execute()
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         raw = self.redis.hgetall(keys.sleep_job(job_id))

@@ -16,6 +16,7 @@ import redis
 
 from sleepd import keys
 from sleepd.config import Settings
+from sleepd.sleep_state import failures
 
 
 @dataclass
@@ -29,6 +30,7 @@ class GpuState:
 class Decision:
     sleep: bool
     reasons: list[str] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)  # one stable code per reason (metrics label)
     traffic: list[int] = field(default_factory=list)  # whole minutes, oldest first
     pending_records: int = 0
     pending_tokens: int = 0
@@ -93,22 +95,40 @@ def gpu_state(max_util: int, min_free_gib: float) -> GpuState:
         pynvml.nvmlShutdown()
 
 
+BLOCKED_CODES = ("traffic", "outside_window", "pending_tokens", "gpu_busy", "backoff", "stopped")
+
+
 def decide(client: redis.Redis, settings: Settings, now: float | None = None) -> Decision:
     now = now or time.time()
     d = Decision(sleep=True)
+
+    def block(code: str, reason: str) -> None:
+        d.codes.append(code)
+        d.reasons.append(reason)
+
     d.traffic = traffic_per_minute(client, settings.sleep_quiet_minutes, now)
     if any(t > settings.sleep_traffic_threshold for t in d.traffic):
-        d.reasons.append(
-            f"traffic above {settings.sleep_traffic_threshold}/min in the last {settings.sleep_quiet_minutes} min"
-        )
+        block("traffic", f"traffic above {settings.sleep_traffic_threshold}/min in the last "
+                         f"{settings.sleep_quiet_minutes} min")  # fmt: skip
     d.in_window = in_windows(settings.sleep_windows, datetime.fromtimestamp(now, UTC))
     if not d.in_window:
-        d.reasons.append(f"outside the sleep windows {settings.sleep_windows!r}")
+        block("outside_window", f"outside the sleep windows {settings.sleep_windows!r}")
     d.pending_records, d.pending_tokens = pending(client)
     if d.pending_tokens < settings.sleep_min_pending_tokens:
-        d.reasons.append(f"{d.pending_tokens} session tokens pending (< {settings.sleep_min_pending_tokens})")
+        block("pending_tokens", f"{d.pending_tokens} session tokens pending (< {settings.sleep_min_pending_tokens})")
     d.gpu = gpu_state(settings.gpu_max_utilization, settings.gpu_min_free_gib)
     if not d.gpu.idle:
-        d.reasons.append(f"GPU busy ({d.gpu.detail})")
+        block("gpu_busy", f"GPU busy ({d.gpu.detail})")
+    f = failures(client)
+    if (why := f.reason(now)) is not None:
+        block("stopped" if f.stopped else "backoff", why)
     d.sleep = not d.reasons
     return d
+
+
+def publish_decision(client: redis.Redis, d: Decision, now: float | None = None) -> None:
+    """Keep the scheduler's latest decision where /metrics reads it (one HSET; the scan stays here)."""
+    client.hset(keys.SLEEP_SUMMARY, mapping={
+        "decided_at": now or time.time(), "pending_records": d.pending_records, "pending_tokens": d.pending_tokens,
+        "window_open": int(d.sleep), "blocked": json.dumps(d.codes), "gpu_idle": int(d.gpu.idle if d.gpu else 1),
+    })  # fmt: skip

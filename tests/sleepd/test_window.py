@@ -10,7 +10,7 @@ import redis
 from sleepd import keys
 from sleepd.config import Settings
 from sleepd.records import ExchangeRecord
-from worker.window import current_traffic, decide, gpu_state, in_windows, traffic_per_minute
+from sleepd.window import current_traffic, decide, gpu_state, in_windows, traffic_per_minute
 
 
 def settings(**kw: object) -> Settings:
