@@ -56,6 +56,17 @@ WORKER_ENV = {
 }
 
 
+CHITCHAT = (
+    "Tell me something about the sea.",
+    "How are you today?",
+    "Write a short poem about rain.",
+    "What should I cook tonight?",
+    "Explain why the sky looks blue.",
+    "Give me a tip for sleeping better.",
+)
+COLORS = ("red", "green", "blue", "yellow", "black")
+
+
 @dataclass
 class Tally:
     ok: list[str] = field(default_factory=list)  # session ids answered 200 (complete streams)
@@ -168,7 +179,11 @@ class Soak:
                         if r.status_code == 200:
                             self.tally.ok.append(session)
                         continue
-                    say = f"Client {n} says {i}: tell me a fact."
+                    # Mostly chit-chat; one request in 30 tells a fact, so sleeps have something (small) to learn.
+                    if rng.random() < 1 / 30:
+                        say = f"Remember this: locker {rng.randrange(100, 999)} holds the {rng.choice(COLORS)} kite."
+                    else:
+                        say = rng.choice(CHITCHAT)
                     req: dict[str, Any] = {
                         "model": "sleepd",
                         "max_tokens": 8,
@@ -206,12 +221,16 @@ class Soak:
         job_id = r.json().get("job_id", "")
         self.note(f"sleep {job_id} triggered ({r.status_code})")
         deadline = time.monotonic() + 300
+        running_since = 0.0
         while time.monotonic() < deadline:
             try:
                 job = (await asyncio.to_thread(self.admin, "GET", f"/admin/sleep/{job_id}")).json()
             except httpx.HTTPError:
                 job = {}
-            if job.get("phase") == "seeding":
+            if job.get("state") == "running" and not running_since:
+                running_since = time.monotonic()
+            if running_since and time.monotonic() - running_since > self.args.kill_after_s:
+                self.note(f"sleep in phase {job.get('phase')} ({job.get('progress')})")
                 break
             await asyncio.sleep(0.5)
         assert self.worker is not None
@@ -250,6 +269,7 @@ class Soak:
             await asyncio.sleep(2)
 
     async def run(self) -> dict[str, Any]:
+        self.t0 = time.monotonic()  # the schedule counts from here, not from the parts' start
         minutes = self.args.minutes
         deadline = time.monotonic() + minutes * 60
 
@@ -381,6 +401,7 @@ def main() -> None:
     ap.add_argument("--model", default="", help="a local model folder (default: a tiny random Llama)")
     ap.add_argument("--redis-maxmemory", default="256mb")
     ap.add_argument("--redis-down-s", type=float, default=8)
+    ap.add_argument("--kill-after-s", type=float, default=10, help="SIGKILL the worker this long into the cycle")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "soak.json")
     args = ap.parse_args()

@@ -77,16 +77,17 @@ def run_cycle(job_id: str, options: dict[str, Any], settings: Settings, client: 
     job = jobs.get(job_id)
     if job and job["state"] in TERMINAL:
         return job  # a redelivered message for a finished cycle: nothing to do (idempotent)
-    attempts = int((job or {}).get("attempts", 0))
-    if attempts >= settings.sleep_max_attempts:
-        raise GaveUp(f"{attempts} attempts started and none ended (worker killed or hung each time)")
-    jobs.update(job_id, state="running", phase="snapshot", started_at=time.time(), attempts=attempts + 1)
-    workdir = settings.data_dir / "sleep" / job_id
-    workdir.mkdir(parents=True, exist_ok=True)
     owner = f"{job_id}:{uuid.uuid4().hex[:8]}"
     lock = SleepLock(client, owner, settings.sleep_lock_ttl_s, job_id=job_id,
                      slot_ttl_s=settings.sleep_visibility_timeout_s)  # fmt: skip
     with watchdog(settings.sleep_soft_time_limit_s + 300, job_id), lock:
+        # Counted once the lock is ours: waiting for a killed predecessor's lock to lapse is not an attempt.
+        attempts = int((jobs.get(job_id) or {}).get("attempts", 0))
+        if attempts >= settings.sleep_max_attempts:
+            raise GaveUp(f"{attempts} attempts started and none ended (worker killed or hung each time)")
+        jobs.update(job_id, state="running", phase="snapshot", started_at=time.time(), attempts=attempts + 1)
+        workdir = settings.data_dir / "sleep" / job_id
+        workdir.mkdir(parents=True, exist_ok=True)
         records, upto = _snapshot(client, workdir)
         if not records:
             jobs.update(job_id, state="skipped", phase="done", progress=1.0, finished_at=time.time(),

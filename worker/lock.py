@@ -14,10 +14,19 @@ import redis
 from sleepd import keys
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-# Also keeps the job's one-cycle-at-a-time slot (keys.SLEEP_ACTIVE) alive while the job runs, however long.
+# KEYS: lock, the job's one-cycle-at-a-time slot (keys.SLEEP_ACTIVE), fence. ARGV: owner, ttl ms, job id, slot ttl
+# s, token. Extends the lock (and the slot, so a cycle longer than the slot's TTL keeps it). A lock that lapsed
+# while nobody acquired it since (the fence still at our token: e.g. Redis was down longer than the TTL, so no
+# beat landed) is taken back; one another worker acquired is lost for good.
 _EXTEND = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+elseif not holder and redis.call('GET', KEYS[3]) == ARGV[5] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  return 0
+end
 if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
 return 1
 """
@@ -58,16 +67,19 @@ class SleepLock:
         self.redis.eval(_RELEASE, 1, keys.SLEEP_LOCK, self.owner)
 
     def check(self) -> None:
-        """Raise LockLost unless this holder still owns the lock and no later acquisition happened."""
-        holder = self.redis.get(keys.SLEEP_LOCK)
-        fence = int(self.redis.get(keys.SLEEP_FENCE) or 0)  # type: ignore[arg-type]
-        if (holder.decode() if isinstance(holder, bytes) else holder) != self.owner or fence != self.token:
+        """Raise LockLost unless this holder still owns the lock (or takes back a lapsed one) and no later
+        acquisition happened."""
+        if not self._extend():
+            fence = int(self.redis.get(keys.SLEEP_FENCE) or 0)  # type: ignore[arg-type]
             raise LockLost(f"lock lost by {self.owner} (token {self.token}, now {fence})")
+
+    def _extend(self) -> bool:
+        return bool(self.redis.eval(_EXTEND, 3, keys.SLEEP_LOCK, keys.SLEEP_ACTIVE, keys.SLEEP_FENCE, self.owner,
+                                    self.ttl_ms, self.job_id, self.slot_ttl_s, self.token))  # fmt: skip
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl_ms / 3000):
             try:
-                self.redis.eval(_EXTEND, 2, keys.SLEEP_LOCK, keys.SLEEP_ACTIVE, self.owner, self.ttl_ms, self.job_id,
-                                self.slot_ttl_s)  # fmt: skip
+                self._extend()
             except redis.RedisError:
                 pass  # the next beat retries; check() before publishing is what guards correctness
