@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis
 from fastapi.testclient import TestClient
 
@@ -49,3 +50,20 @@ def test_a_full_spool_fails_readiness(tmp_path: Path, local_redis: redis.Redis) 
         ready = http.get("/ready")
         assert ready.status_code == 503 and "session log full" in ready.json()["error"]["message"]
         assert http.get("/health").json()["session_log"] == "full"
+
+
+def test_a_failing_sleep_collector_does_not_take_metrics_down(
+    tmp_path: Path, local_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import metrics, sleep_metrics
+
+    def broken(*_: object) -> None:  # a fake collector: the bug class is "anything but a Redis error"
+        raise KeyError("pending_tokens")
+
+    monkeypatch.setattr(sleep_metrics, "refresh", broken)
+    settings = Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:6379/15")
+    with TestClient(create_app(settings, start_engine=False)) as http:
+        before = metrics.SLEEP_METRICS_ERRORS._value.get()
+        r = http.get("/metrics")
+        assert r.status_code == 200 and "sleepd_requests_total" in r.text
+        assert metrics.SLEEP_METRICS_ERRORS._value.get() == before + 1

@@ -5,6 +5,8 @@ never builds on a previous adapter whose files no longer match their hash."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,9 @@ from sleepd.config import Settings
 from sleepd.jobs import JobStore
 from sleepd.registry import AdapterRegistry, InvalidAdapter, base_model_fingerprint
 from sleepd.testing import build_random_lora
-from tests.conftest import CACHE
+from tests.conftest import CACHE, ROOT
 from tests.worker.test_preemption import log_session
-from worker.cycle import run_cycle
+from worker.cycle import TimedOut, run_cycle
 
 
 def settings_for(client: redis.Redis, model: Path, data_dir: Path) -> Settings:
@@ -88,3 +90,21 @@ def test_a_sleep_refuses_to_build_on_a_corrupt_previous_adapter(
         run_cycle(job_id, options, settings, local_redis)
     assert [m.version for m in registry.versions()] == [v1], "nothing may be built on a corrupt adapter"
     assert active(local_redis) == v1 and local_redis.get(keys.SLEEP_WATERMARK) is None
+
+
+def test_a_cycle_past_its_soft_time_limit_stops_and_publishes_nothing(
+    local_redis: redis.Redis, tiny_model: Path, tmp_path: Path
+) -> None:
+    settings = settings_for(local_redis, tiny_model, tmp_path).model_copy(update={"sleep_soft_time_limit_s": 0})
+    log_session(local_redis, "s-1", "Remember: locker 1 holds the red kite.")
+    JobStore(local_redis).create("sleep-slow", {})
+    with pytest.raises(TimedOut, match="soft time limit"):
+        run_cycle("sleep-slow", {}, settings, local_redis)
+    assert active(local_redis) == "base" and local_redis.get(keys.SLEEP_WATERMARK) is None
+    assert AdapterRegistry(settings.adapters_dir).versions() == []
+
+
+def test_the_watchdog_ends_a_hung_process() -> None:
+    code = "import time; from worker.cycle import watchdog\nwith watchdog(0.5, 'job'):\n    time.sleep(30)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60)
+    assert done.returncode == 70, done.stderr.decode()[-2000:]
