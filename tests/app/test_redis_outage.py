@@ -15,7 +15,9 @@ from sleepd import keys
 from tests.conftest import RedisServer, Server
 
 
-async def _chat_load(server: Server, prefix: str, phase: str, workers: int, per_worker: int) -> list[str]:
+async def _chat_load(
+    server: Server, prefix: str, phase: str, workers: int, per_worker: int, progress: list[str] | None = None
+) -> list[str]:
     async with AsyncOpenAI(base_url=server.api, api_key="unused", max_retries=0, timeout=60) as client:
 
         async def one(w: int) -> list[str]:
@@ -33,6 +35,8 @@ async def _chat_load(server: Server, prefix: str, phase: str, workers: int, per_
                 else:
                     await client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
                 sent.append(session)
+                if progress is not None:
+                    progress.append(session)
             return sent
 
         results = await asyncio.gather(*(one(w) for w in range(workers)))
@@ -55,17 +59,29 @@ def _stream_sessions(redis_server: RedisServer, prefix: str) -> list[str]:
 
 def test_no_exchange_lost_or_doubled_when_redis_restarts(server: Server, redis_server: RedisServer) -> None:
     prefix = f"outage-{uuid.uuid4().hex[:8]}"
-    sent = asyncio.run(_chat_load(server, prefix, "before", workers=4, per_worker=3))
+    spool = server.data_dir / "spool"
 
-    redis_server.stop()
-    try:
-        sent += asyncio.run(_chat_load(server, prefix, "during", workers=4, per_worker=4))
-        spool = server.data_dir / "spool"
+    async def scenario() -> list[str]:
+        # One steady load; Redis is stopped and started again while it runs, so batches are in flight (some
+        # written, some not, some unclear) at the moment the connection breaks: the duplicate path is exercised.
+        progress: list[str] = []
+        load = asyncio.create_task(_chat_load(server, prefix, "steady", workers=4, per_worker=30, progress=progress))
+        while len(progress) < 12:  # noqa: ASYNC110 - polling the load's progress is the point
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(redis_server.stop)
+        at_stop = len(progress)
+        while len(progress) < at_stop + 16:
+            assert not load.done(), "the load ended before enough requests ran with Redis down"
+            await asyncio.sleep(0.05)
         assert any(p.stat().st_size > 0 for p in spool.glob("*.jsonl")), "nothing was spooled while Redis was down"
-    finally:
-        redis_server.start()
+        await asyncio.to_thread(redis_server.start)
+        return await load
 
-    sent += asyncio.run(_chat_load(server, prefix, "after", workers=4, per_worker=3))
+    try:
+        sent = asyncio.run(scenario())
+    finally:
+        if redis_server.proc is None or redis_server.proc.poll() is not None:
+            redis_server.start()
 
     deadline = time.monotonic() + 30
     logged: list[str] = []
