@@ -83,25 +83,44 @@ def test_concurrent_publishers_get_distinct_versions(tmp_path: Path) -> None:
     assert sorted(versions) == [f"v{i:04d}" for i in range(1, 9)]
 
 
+# A publisher that stops at a chosen point (marker file written, then it waits to be killed): before the final
+# rename (files copied, fsync'd: the kill lands mid-publish) or right after it.
 _PUBLISH = """
-import sys
+import os, sys, time
 from pathlib import Path
-from sleepd.registry import AdapterRegistry
-AdapterRegistry(Path(sys.argv[1])).publish(Path(sys.argv[2]), base_model="fp")
+import sleepd.registry as registry
+root, src, marker, point = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+real_rename = os.rename
+def rename(a, b):
+    if point == "after":
+        real_rename(a, b)
+    marker.write_text("here")
+    time.sleep(60)
+    real_rename(a, b)
+registry.os.rename = rename
+registry.AdapterRegistry(root).publish(src, base_model="fp")
 """
 
 
-@pytest.mark.parametrize("delay_s", [0.05, 0.15, 0.3, 0.6])
-def test_a_publisher_killed_midway_leaves_old_or_complete_state(tmp_path: Path, delay_s: float) -> None:
+@pytest.mark.parametrize("point", ["before", "after"])
+def test_a_publisher_killed_midway_leaves_old_or_complete_state(tmp_path: Path, point: str) -> None:
     reg = AdapterRegistry(tmp_path / "reg")
     reg.publish(fake_peft(tmp_path / "first"), base_model="fp")
-    big = fake_peft(tmp_path / "big", mb=64)  # slow enough to copy and fsync that the kill lands inside
-    proc = subprocess.Popen([sys.executable, "-c", _PUBLISH, str(reg.root), str(big)])
-    time.sleep(delay_s)
+    marker = tmp_path / "marker"
+    proc = subprocess.Popen([sys.executable, "-c", _PUBLISH, str(reg.root), str(fake_peft(tmp_path / "big", mb=8)),
+                             str(marker), point])  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the publisher never reached the kill point"
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     versions = [m.version for m in reg.versions()]
-    assert versions in (["v0001"], ["v0001", "v0002"])
+    if point == "before":
+        assert versions == ["v0001"], "a publish killed before its rename must leave no version"
+        assert list(reg.root.glob(".tmp-*")), "the kill did not land mid-publish (no temp folder left)"
+    else:
+        assert versions == ["v0001", "v0002"]
     for v in versions:
         reg.verify(v)  # whatever is visible is complete
     # Leftover temp folders never count as versions, and numbering goes on.
