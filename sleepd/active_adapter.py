@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from sleepd import keys
@@ -75,42 +76,46 @@ class ActiveAdapter:
         the pointer is at `expected` now (None: whatever it is) and `fence` (if given) is still current.
         Setting the version already active changes nothing and is not an error (a resumed writer)."""
         at = time.time()
-        outcome, current = await self.redis.eval(  # type: ignore[misc]
-            _CAS, 5, keys.ADAPTER_ACTIVE, keys.ADAPTER_HISTORY, keys.ADAPTER_EVENTS, keys.SLEEP_FENCE,
-            keys.SLEEP_LOCK, expected or "", version, reason, repr(at),
-            str(fence.token) if fence else "", fence.owner if fence else "",
-        )  # fmt: skip
-        outcome, current = _text(outcome), _text(current)
-        if outcome == "conflict":
-            raise PointerConflict(version, expected or "?", current)
-        if outcome == "fenced":
-            raise PointerFenced(f"not switching to {version}: the sleep lock was taken over (token {fence})")
-        return {"version": version, "previous": current, "reason": reason, "at": at, "changed": outcome == "ok"}
+        outcome, current = await self.redis.eval(*_cas_args(version, expected, reason, at, fence))  # type: ignore[misc]
+        return _outcome(outcome, current, version, expected, reason, at, fence)
 
     async def history(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = await self.redis.lrange(keys.ADAPTER_HISTORY, 0, limit - 1)
         return [json.loads(r) for r in rows]
 
 
+def _cas_args(version: str, expected: str | None, reason: str, at: float, fence: Fence | None) -> list[Any]:
+    return [
+        _CAS, 5, keys.ADAPTER_ACTIVE, keys.ADAPTER_HISTORY, keys.ADAPTER_EVENTS, keys.SLEEP_FENCE, keys.SLEEP_LOCK,
+        expected or "", version, reason, repr(at), str(fence.token) if fence else "", fence.owner if fence else "",
+    ]  # fmt: skip
+
+
+def _outcome(
+    outcome: Any, current: Any, version: str, expected: str | None, reason: str, at: float, fence: Fence | None
+) -> dict[str, Any]:
+    outcome, current = _text(outcome), _text(current)
+    if outcome == "conflict":
+        raise PointerConflict(version, expected or "?", current)
+    if outcome == "fenced":
+        raise PointerFenced(f"not switching to {version}: the sleep lock was taken over (token {fence})")
+    return {"version": version, "previous": current, "reason": reason, "at": at, "changed": outcome == "ok"}
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def read_active(url: str) -> str:
-    """The active version, for processes that hold no Redis client of their own (CLI, worker)."""
-    client = aioredis.from_url(url)
-    try:
-        return await ActiveAdapter(client).get()
-    finally:
-        await client.aclose()
+# For the processes that use redis-py's sync client (the worker, the CLI): the same key and the same script.
+def read_active(client: redis.Redis) -> str:
+    value = client.get(keys.ADAPTER_ACTIVE)
+    return BASE if value is None else _text(value)
 
 
-async def write_active(
-    url: str, version: str, *, expected: str | None, reason: str, fence: Fence | None = None
+def write_active(
+    client: redis.Redis, version: str, *, expected: str | None, reason: str, fence: Fence | None = None
 ) -> dict[str, Any]:
     """Point every server at `version` if the pointer is still at `expected` (see `ActiveAdapter.set`)."""
-    client = aioredis.from_url(url)
-    try:
-        return await ActiveAdapter(client).set(version, expected=expected, reason=reason, fence=fence)
-    finally:
-        await client.aclose()
+    at = time.time()
+    outcome, current = client.eval(*_cas_args(version, expected, reason, at, fence))  # type: ignore[misc]
+    return _outcome(outcome, current, version, expected, reason, at, fence)

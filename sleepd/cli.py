@@ -303,10 +303,10 @@ def consolidate(
     report: Annotated[Path | None, typer.Option(help="Write the full report as JSON here.")] = None,
 ) -> None:
     """Run one sleep offline: consolidate the sessions into a new adapter, gate it, publish it if it passes."""
-    import asyncio
     import dataclasses
     import json
 
+    import redis
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from consolidation.dreaming import DreamingConfig
@@ -326,7 +326,7 @@ def consolidate(
     use_redis = bool(url) and redis_answers(url)
     reg = AdapterRegistry(registry or settings.adapters_dir)
     if active is None:
-        active = asyncio.run(read_active(url)) if use_redis else BASE
+        active = read_active(redis.Redis.from_url(url)) if use_redis else BASE
     records = load_jsonl(sessions)
     base = Path(resolve_model(settings.model, settings.models_dir))
     cfg = SleepConfig(
@@ -370,7 +370,8 @@ def consolidate(
     console.print(f"[green]published[/] {result.published.version} (parent {active}) into {reg.root}")
     if activate and use_redis:
         try:
-            asyncio.run(write_active(url, result.published.version, expected=active, reason="sleepd consolidate"))
+            client = redis.Redis.from_url(url)
+            write_active(client, result.published.version, expected=active, reason="sleepd consolidate")
         except PointerConflict as exc:
             console.print(f"[red]not activated[/]: {exc}")
             raise typer.Exit(4) from exc

@@ -11,7 +11,6 @@ killed cycle restarts seeding from its snapshot.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -106,8 +105,7 @@ def run_cycle(job_id: str, options: dict[str, Any], settings: Settings, client: 
             # One compare-and-set: from the version this sleep built on, and only while our fencing token holds.
             parent, fence = published.get("parent") or BASE, Fence(lock.token, lock.owner)
             try:
-                asyncio.run(write_active(settings.redis_url, published["version"], expected=parent, reason="sleep",
-                                         fence=fence))  # fmt: skip
+                write_active(client, published["version"], expected=parent, reason="sleep", fence=fence)
             except PointerFenced as exc:
                 raise LockLost(str(exc)) from exc
             except PointerConflict as exc:
@@ -184,7 +182,7 @@ def _consolidate(
             if current_traffic(client) > settings.sleep_traffic_threshold:
                 raise Preempted(f"traffic above {settings.sleep_traffic_threshold}/min")
 
-    active = asyncio.run(read_active(settings.redis_url))
+    active = read_active(client)
     base = Path(resolve_model(settings.model, settings.models_dir))
     registry = AdapterRegistry(settings.adapters_dir)
     if active != BASE:
