@@ -128,22 +128,28 @@ def _check_redis(url: str) -> None:
 @app.command()
 def up() -> None:
     """Run the whole system: a local Redis if none answers, the API server, the sleep worker and scheduler."""
-    from sleepd.local_redis import redis_answers, start_redis
+    from sleepd.local_redis import redis_answers, start_redis, with_password
 
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if settings.admin_token is None:
-        env["SLEEPD_ADMIN_TOKEN"] = _admin_token(settings.data_dir)
+        env["SLEEPD_ADMIN_TOKEN"] = _secret(settings.data_dir / "admin_token")
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    # The local Redis `up` starts requires a password, made once and kept private in the data dir.
+    local_url = with_password(settings.redis_url, _secret(settings.data_dir / "redis_password"))
     if redis_answers(settings.redis_url):
         console.print(f"[green]redis[/] answering at {settings.redis_url}")
         _check_redis(settings.redis_url)
+    elif redis_answers(local_url):
+        console.print("[green]redis[/] the local one from an earlier `sleepd up` is answering")
+        env["SLEEPD_REDIS_URL"] = local_url
     else:
-        console.print(f"[yellow]redis[/] not answering at {settings.redis_url}: starting a local one (AOF on)")
-        children.append(
-            ("redis", start_redis(settings.redis_url, settings.redis_dir, maxmemory=settings.redis_maxmemory))
-        )
+        console.print(f"[yellow]redis[/] not answering at {settings.redis_url}: starting a local one (AOF, password)")
+        local = start_redis(settings.redis_url, settings.redis_dir, maxmemory=settings.redis_maxmemory,
+                            password=_secret(settings.data_dir / "redis_password"))  # fmt: skip
+        children.append(("redis", local))
+        env["SLEEPD_REDIS_URL"] = local_url
     for name in ("api", "worker", "scheduler"):
         cmd = "serve" if name == "api" else name
         children.append((name, subprocess.Popen([sys.executable, "-m", "sleepd.cli", cmd], env=env)))
@@ -182,9 +188,19 @@ def _supervise(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
     raise typer.Exit(code)
 
 
-def _admin_token(data_dir: Path) -> str:
-    """The admin token `up` uses when SLEEPD_ADMIN_TOKEN is unset: made once, kept private in the data dir."""
-    path = data_dir / "admin_token"
+def _redis_url(settings: Settings) -> str:
+    """SLEEPD_REDIS_URL, or the password-protected local Redis that `sleepd up` started in this data dir."""
+    from sleepd.local_redis import redis_answers, with_password
+
+    password = settings.data_dir / "redis_password"
+    if password.exists() and not redis_answers(settings.redis_url):
+        return with_password(settings.redis_url, password.read_text().strip())
+    return settings.redis_url
+
+
+def _secret(path: Path) -> str:
+    """A secret `up` makes once and keeps private in the data dir (the admin token when SLEEPD_ADMIN_TOKEN is
+    unset, the local Redis's password)."""
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -273,7 +289,7 @@ def sessions_export(
 
     from sleepd import keys
 
-    client = redis.Redis.from_url(redis_url or _settings().redis_url, decode_responses=True)
+    client = redis.Redis.from_url(redis_url or _redis_url(_settings()), decode_responses=True)
     n = 0
     start = "-"
     with open(out, "w", encoding="utf-8") as f:
@@ -322,7 +338,7 @@ def consolidate(
 
     settings = _settings()
     logging.basicConfig(level=logging.WARNING)
-    url = settings.redis_url if redis_url is None else redis_url
+    url = _redis_url(settings) if redis_url is None else redis_url
     use_redis = bool(url) and redis_answers(url)
     reg = AdapterRegistry(registry or settings.adapters_dir)
     if active is None:

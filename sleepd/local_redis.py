@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse, urlunparse
 
 import redis
 
@@ -55,15 +55,31 @@ def check_eviction_policy(client: redis.Redis) -> str | None:
     return str(policy) if policy else None
 
 
+def with_password(url: str, password: str) -> str:
+    """`url` carrying `password` (redis://:password@host:port/db)."""
+    parsed = urlparse(url)
+    netloc = f":{quote(password, safe='')}@{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379}"
+    return urlunparse(parsed._replace(netloc=netloc))
+
+
 def start_redis(
-    url: str, data_dir: Path, *, appendonly: bool = True, maxmemory: str = "0", wait_s: float = 10.0
+    url: str,
+    data_dir: Path,
+    *,
+    appendonly: bool = True,
+    maxmemory: str = "0",
+    password: str | None = None,
+    wait_s: float = 10.0,
 ) -> subprocess.Popen[bytes]:
+    """Start redis-server for `url`. With `password` it requires AUTH (passed on stdin, not the command line
+    that `ps` shows); `url` is then checked with the password in it."""
     parsed = urlparse(url)
     host = parsed.hostname or "127.0.0.1"
     port = parsed.port or 6379
     data_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
         redis_binary(),
+        "-",  # config from stdin: the password, if any
         "--bind", host,
         "--port", str(port),
         "--dir", str(data_dir.resolve()),
@@ -75,7 +91,11 @@ def start_redis(
         "--maxmemory", maxmemory,
         "--maxmemory-policy", "noeviction",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None
+    proc.stdin.write(f"requirepass {password}\n".encode() if password else b"")
+    proc.stdin.close()
+    url = with_password(url, password) if password else url
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if redis_answers(url):

@@ -23,8 +23,9 @@ def create_celery(settings: Settings) -> Celery:
         # Redis redelivers an unacknowledged task after this: keep it above the longest cycle, or a running
         # sleep would be started a second time.
         broker_transport_options={"visibility_timeout": settings.sleep_visibility_timeout_s},
-        # The soft limit raises SoftTimeLimitExceeded in the task, which records the failure and frees the lock;
-        # the hard limit (soft + 5 min) kills a task stuck beyond that.
+        # Prefork children only: the soft limit raises SoftTimeLimitExceeded in the task, the hard limit (soft +
+        # 5 min) kills it. The solo pool that `sleepd worker` runs ignores both, so the cycle enforces the same
+        # limits itself (worker/cycle.py: TimedOut at a progress report, and a watchdog thread).
         task_soft_time_limit=settings.sleep_soft_time_limit_s,
         task_time_limit=settings.sleep_soft_time_limit_s + 300,
         # A prefork child is replaced after each cycle, returning torch's memory to the system (the solo pool

@@ -138,3 +138,17 @@ def test_a_redis_that_may_evict_is_refused_and_the_local_one_never_evicts(tmp_pa
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_local_redis_with_a_password_refuses_clients_without_it(tmp_path: Path) -> None:
+    from sleepd.local_redis import redis_answers, with_password
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    proc = start_redis(url, tmp_path, appendonly=False, password="pa:ss/word")
+    try:
+        assert not redis_answers(url)
+        assert redis_answers(with_password(url, "pa:ss/word"))
+        assert "pa:ss/word" not in " ".join(proc.args), "the password must not be on the command line"  # type: ignore[arg-type]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
