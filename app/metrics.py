@@ -66,3 +66,17 @@ ADAPTER_SERVING_MERGED = Gauge(
     "sleepd_adapter_serving_merged", "1 while new requests run on merged weights (no LoRA), 0 on the LoRA path."
 )
 SLEEP_METRICS_ERRORS = Counter("sleepd_metrics_refresh_errors_total", "Failed refreshes of the sleep metrics.")
+
+
+# A labelled counter has no series until its first increment, which then appears at 1: rate() and increase()
+# never see that first event (the first swap, rejection or merge after a server starts). The known label
+# values start at 0 instead.
+for _outcome in ("redis", "spooled", "replayed", "duplicate", "held", "unreadable"):
+    SESSION_RECORDS.labels(_outcome)
+for _loop in ("writer", "replay"):
+    SESSION_LOG_RESTARTS.labels(_loop)
+for _outcome in ("ok", "rejected"):
+    ADAPTER_SWAPS.labels(_outcome)
+for _outcome in ("ok", "busy", "superseded", "not_mergeable", "error"):
+    ADAPTER_MERGES.labels(_outcome)
+ADAPTER_REJECTIONS.labels("invalid")

@@ -80,11 +80,11 @@ class SessionLogWriter:
             await asyncio.wait_for(self._queue.join(), self.drain_timeout_s)
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        # Bounded: a task stuck in a Redis call that does not honour cancellation must not hang shutdown. Its
+        # batch is spooled below (`_inflight`) or stays in the replay file; the store's markers drop repeats.
+        await asyncio.wait(self._tasks, timeout=5)
         if self._overflow:
-            await asyncio.gather(*self._overflow, return_exceptions=True)
+            await asyncio.wait(list(self._overflow), timeout=self.drain_timeout_s)
         leftover = self._inflight + self._held
         while not self._queue.empty():
             leftover.append(self._queue.get_nowait())
