@@ -3,6 +3,7 @@ log writer and the vLLM engine, and closes them in reverse order. Nothing heavy 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ import redis as sync_redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from app.engine import EngineRunner
@@ -22,7 +23,7 @@ from app.session_log import SessionLogWriter
 from app.spool import Spool
 from sleepd.active_adapter import ActiveAdapter
 from sleepd.config import Settings
-from sleepd.local_redis import UnsafeRedis
+from sleepd.local_redis import check_eviction_policy
 from sleepd.registry import AdapterRegistry
 from sleepd.session_store import SessionStore
 
@@ -41,30 +42,16 @@ def redis_client(url: str) -> aioredis.Redis:
     )
 
 
-async def _check_eviction_policy(redis: aioredis.Redis) -> None:
-    """Refuse to start on a Redis that may evict sleepd's keys (see sleepd.local_redis.check_eviction_policy)."""
-    try:
-        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
-    except ResponseError:
-        log.warning("cannot read Redis maxmemory-policy (CONFIG refused): make sure it is noeviction")
-        return
-    except (RedisError, OSError):
-        return  # unreachable now: the session log spools; the check runs again at the next start
-    policy = policy.decode() if isinstance(policy, bytes) else policy
-    if policy and policy != "noeviction":
-        raise UnsafeRedis(
-            f"Redis maxmemory-policy is {policy!r}: it may evict sleepd's keys (the active adapter pointer, "
-            "sessions not yet consolidated, locks). Set `maxmemory-policy noeviction` on that Redis."
-        )
-
-
 def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = redis_client(settings.redis_url)
-        await _check_eviction_policy(redis)
         # The sleep admin routes use the worker's (sync) Redis helpers, off the event loop in threads.
         app.state.sync_redis = sync_redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            await asyncio.to_thread(check_eviction_policy, app.state.sync_redis)  # raises UnsafeRedis
+        except (RedisError, OSError):
+            pass  # unreachable now: the session log spools; the check runs again at the next start
         store = SessionStore(redis, dedupe_ttl_s=settings.session_dedupe_ttl_s)
         writer = SessionLogWriter(
             store,

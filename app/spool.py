@@ -23,7 +23,7 @@ from typing import IO
 
 from pydantic import ValidationError
 
-from sleepd.durable import fsync_path
+from sleepd.durable import fsync_path, private
 from sleepd.records import ExchangeRecord
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class Spool:
 
     def append(self, records: Iterable[ExchangeRecord]) -> int:
         lines = "".join(r.model_dump_json() + "\n" for r in records)
-        with self._lock, open(self.path, "a+b", opener=_private) as f:
+        with self._lock, open(self.path, "a+b", opener=private) as f:
             if f.tell() > 0:
                 f.seek(-1, os.SEEK_END)
                 if f.read(1) != b"\n":
@@ -136,10 +136,6 @@ class Spool:
             log.warning("spool %s: skipping unreadable line %d", self.replaying, n)
             self.skipped += 1
             return None
-
-
-def _private(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o600)  # session content: readable by its owner only
 
 
 def _size(path: Path) -> int:

