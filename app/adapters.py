@@ -34,9 +34,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +113,21 @@ def route_adapters(serving: Any) -> None:
     serving._maybe_get_adapters = routed
 
 
+def use_lora(lora: Any) -> None:
+    """Serve the current request through `lora` (a tenant's version, or the zero adapter)."""
+    _CURRENT_LORA.set(lora)
+
+
+def _purged(message: Any) -> set[str]:
+    """Versions an erasure purged, from a pointer-channel message."""
+    if not message:
+        return set()
+    try:
+        return set(json.loads(message["data"]).get("purged") or [])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return set()
+
+
 def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("adapter background task failed: %s", task.exception())
@@ -136,6 +153,7 @@ class AdapterManager:
         merge_drain_timeout_s: float = 30.0,
         retry_max_s: float = 30.0,
         warm_up_first: bool = True,
+        keyed: Callable[[], bool] = lambda: False,
     ) -> None:
         self.client = engine_client
         self.registry = registry
@@ -153,6 +171,9 @@ class AdapterManager:
         self.merge_drain_timeout_s = merge_drain_timeout_s
         self.retry_max_s = retry_max_s
         self.warm_up_first = warm_up_first
+        # True once API keys (tenants) are on: the engine's weights must then stay the base model's, since
+        # merged weights would reach every tenant's requests (app/tenant_routes.py).
+        self.keyed = keyed
         self.weights = BASE  # the version whose merged weights the engine holds
         self._weights_meta: AdapterMeta | None = None  # its metadata, verified before the merge
         self._weights_delta: merging.Delta | None = None  # its low-rank factors (difference adapters start here)
@@ -270,7 +291,7 @@ class AdapterManager:
 
         async with self._lock:
             self._make_room()
-            lora = LoRARequest(f"{self.served_name}-check-{uuid.uuid4().hex[:8]}", self._take_id(), adapter_dir)
+            lora = LoRARequest(f"{self.served_name}-check-{uuid.uuid4().hex[:8]}", self.take_id(), adapter_dir)
             try:
                 await self.client.add_lora(lora)
             except Exception as exc:
@@ -329,7 +350,7 @@ class AdapterManager:
     async def _load_lora(self, name: str, path: str, timings: dict[str, float]) -> Any:
         from vllm.lora.request import LoRARequest
 
-        lora = LoRARequest(name, self._take_id(), path)
+        lora = LoRARequest(name, self.take_id(), path)
         try:
             t0 = time.perf_counter()
             await self.client.add_lora(lora)
@@ -360,7 +381,7 @@ class AdapterManager:
                 f"{len(self.loaded)} adapter version(s) still loaded (draining); at most {self.max_slots} at once"
             )
 
-    def _take_id(self) -> int:
+    def take_id(self) -> int:
         self._next_id += 1
         return self._next_id
 
@@ -410,7 +431,7 @@ class AdapterManager:
     # -- merged serving ----------------------------------------------------------------------------------
 
     def _schedule_merge(self, delay_s: float | None = None) -> None:
-        if self.mode != "merged" or self.active.version == self.weights:
+        if self.mode != "merged" or self.active.version == self.weights or self.keyed():
             return
         if self._merge is None or self._merge.done():
             self._merge = asyncio.get_running_loop().create_task(
@@ -570,7 +591,35 @@ class AdapterManager:
         async with self.switching:
             await self._reconcile()
 
+    async def _unmerge(self) -> None:
+        """Tenants appeared while a version was merged: reload the base weights (the default tenant's version is
+        then served through its LoRA), waiting for the requests in flight as a merge does."""
+        self._cancel_merge()
+        async with self._lock:
+            if self.weights == BASE:
+                return
+            log.warning("API keys are on: unmerging %s so that every tenant runs on the base weights", self.weights)
+            await self._merge_now(BASE)
+
+    async def forget(self, versions: set[str]) -> None:
+        """Purged versions (erasure): unload their LoRAs and delete their merged and difference weights here."""
+        for route in list(self.loaded.values()):
+            if route.version in versions and route is not self.active and not route.tickets:
+                await self._unload(route)
+        for version in versions:
+            self.rejected.pop(version, None)
+            self.retrying.pop(version, None)
+        keep = {self._weights_meta.content_hash[:16]} if self._weights_meta else set()
+        await asyncio.to_thread(merging.prune, self.work_dir / "merged", keep)
+        await asyncio.to_thread(merging.prune, self.work_dir / "difference", set(self.loaded))
+
     async def _reconcile(self) -> None:
+        if self.keyed() and self.weights != BASE:
+            try:
+                await self._unmerge()
+            except AdapterBusy as exc:
+                log.info("unmerge waits: %s", exc)
+                return
         target = await self.pointer.get()
         if target != self.target:
             self.rejected.pop(target, None)  # pointed at again later: worth a fresh try
@@ -606,7 +655,10 @@ class AdapterManager:
                     await pubsub.subscribe(keys.ADAPTER_EVENTS)
                 await self.reconcile()
                 # Any message (or the interval passing) triggers a re-read of the pointer, the source of truth.
-                await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.reconcile_interval_s)
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.reconcile_interval_s)
+                purged = _purged(message)
+                if purged:
+                    await self.forget(purged)
             except (RedisError, OSError) as exc:
                 log.debug("adapter reconcile waits for Redis: %s", exc)
                 if pubsub is not None:

@@ -22,10 +22,12 @@ from starlette.datastructures import State
 from app import metrics
 from app.adapters import AdapterManager, ServingMode, route_adapters, serving_mode
 from app.errors import EngineNotReady
+from app.tenant_routes import TenantRoutes
 from sleepd.active_adapter import ActiveAdapter
 from sleepd.config import Settings
 from sleepd.models import resolve_model
 from sleepd.registry import AdapterRegistry, base_model_fingerprint
+from sleepd.tenants import KeyCache
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class Engine:
     args: argparse.Namespace
     model_path: str
     adapters: AdapterManager
+    tenants: TenantRoutes
 
     @property
     def chat(self) -> Any:
@@ -101,8 +104,11 @@ def _dtype(dtype: str) -> str:
 
 
 class EngineRunner:
-    def __init__(self, settings: Settings, registry: AdapterRegistry, pointer: ActiveAdapter) -> None:
+    def __init__(
+        self, settings: Settings, registry: AdapterRegistry, pointer: ActiveAdapter, key_cache: KeyCache | None = None
+    ) -> None:
         self.settings = settings
+        self.key_cache = key_cache
         self.registry = registry
         self.pointer = pointer
         self.engine: Engine | None = None
@@ -164,18 +170,27 @@ class EngineRunner:
                     merge_drain_timeout_s=s.adapter_merge_drain_timeout_s,
                     retry_max_s=s.adapter_retry_max_s,
                     warm_up_first=_on_gpu(),
+                    keyed=lambda: self.key_cache is not None and self.key_cache.keyed,
                 )
-                self.engine = Engine(client, serving, args, model_path, adapters)
+                tenants = TenantRoutes(
+                    client, self.registry, self.pointer, served_name=s.served_model_name,
+                    base_model=_fingerprint(model_path), model_path=model_path, max_rank=s.max_lora_rank,
+                    work_dir=s.data_dir / "serving", take_id=adapters.take_id,
+                    refresh_s=s.adapter_reconcile_interval_s,
+                )  # fmt: skip
+                self.engine = Engine(client, serving, args, model_path, adapters, tenants)
                 # Converge on the registry's active version before taking traffic, then keep following it.
                 with contextlib.suppress(Exception):
                     await adapters.reconcile()
                 adapters.start()
+                tenants.start()
                 metrics.ENGINE_READY.set(1)
                 log.info("engine ready: %s as %r", model_path, self.settings.served_model_name)
                 self._ready.set()
                 try:
                     await self._stop.wait()
                 finally:
+                    await tenants.stop()
                     await adapters.stop()
         except Exception as exc:  # surfaced through /ready and 503s; the process stays up to say why
             log.exception("engine failed to start")

@@ -35,8 +35,11 @@ class ExchangeCapture:
         request: Any,
         request_id: str | None,
         learn: bool = True,
+        tenant: str = "default",
+        keep: bool = True,
     ) -> None:
         self.writer = writer
+        self.keep = keep  # False: the key's policy drops exchanges that must not be learned (never logged)
         self.endpoint = endpoint
         self.start = time.perf_counter()
         self.texts: dict[int, list[str]] = {}
@@ -55,6 +58,7 @@ class ExchangeCapture:
             prompt=_jsonable(request.prompt) if endpoint == "completion" else None,
             params={k: v for k, v in params.items() if v is not None},
             learn=learn,
+            tenant=tenant,
         )
 
     def finish_response(self, response: Any) -> None:
@@ -121,7 +125,8 @@ class ExchangeCapture:
             rec.completion_tokens = self.usage.get("completion_tokens")
             metrics.TOKENS.labels("prompt").inc(rec.prompt_tokens or 0)
             metrics.TOKENS.labels("completion").inc(rec.completion_tokens or 0)
-        self.writer.submit(rec)
+        if self.keep:
+            self.writer.submit(rec)
 
 
 def _jsonable(value: Any) -> Any:

@@ -4,6 +4,7 @@ log writer and the vLLM engine, and closes them in reverse order. Nothing heavy 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from redis.retry import Retry
 from app.engine import EngineRunner
 from app.errors import install_error_handlers
 from app.middleware import SleepdMiddleware
-from app.routes import adapters, admin, health, openai, sleep
+from app.routes import adapters, admin, health, openai, sleep, tenants
 from app.session_log import SessionLogWriter
 from app.spool import Spool
 from sleepd.active_adapter import ActiveAdapter
@@ -26,6 +27,7 @@ from sleepd.config import Settings
 from sleepd.local_redis import check_eviction_policy
 from sleepd.registry import AdapterRegistry
 from sleepd.session_store import SessionStore
+from sleepd.tenants import KeyCache
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +63,15 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
             replay_interval_s=settings.spool_replay_interval_s,
             drain_timeout_s=settings.session_log_drain_timeout_s,
         )
+        key_cache = KeyCache(redis, settings.data_dir / "apikeys.json", require=settings.require_api_key,
+                             refresh_s=settings.api_key_refresh_s)  # fmt: skip
+        with contextlib.suppress(RedisError, OSError):
+            await key_cache.refresh()  # before the first request: keys created while this server was down count
+        app.state.key_cache = key_cache
+        keys_task = asyncio.create_task(key_cache.run(), name="api-keys")
         registry = AdapterRegistry(settings.adapters_dir)
         pointer = ActiveAdapter(redis)
-        runner = EngineRunner(settings, registry, pointer)
+        runner = EngineRunner(settings, registry, pointer, key_cache)
         app.state.registry = registry
         app.state.active_adapter = pointer
         app.state.session_store = store
@@ -75,6 +83,7 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
         try:
             yield
         finally:
+            keys_task.cancel()
             await runner.stop()
             await writer.close()
             await redis.aclose()
@@ -86,6 +95,7 @@ def create_app(settings: Settings, *, start_engine: bool = True) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(adapters.router)
     app.include_router(sleep.router)
+    app.include_router(tenants.router)
     app.include_router(health.router)
     install_error_handlers(app)
     app.add_middleware(SleepdMiddleware, max_request_bytes=settings.max_request_bytes)

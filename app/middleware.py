@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
 from app.errors import error_body
+from sleepd.tenants import AuthError
 
 SESSION_HEADER = "x-session-id"
 ADAPTER_HEADER = "x-sleepd-adapter"
@@ -62,7 +63,27 @@ class SleepdMiddleware:
                 msg = "X-Sleepd-Learn must be 'on' or 'off'"
                 await send_json(400, error_body(msg, "BadRequestError", 400, "X-Sleepd-Learn"), [])
                 return
-            state["learn"] = learn == "on"
+            # Who is calling (API keys, when configured) decides whose memory this exchange joins and whether it
+            # is learned, logged for audit only, or not logged. Checked before the body is read: a refused
+            # request leaves no record.
+            app_state = getattr(scope.get("app"), "state", None)
+            keys = getattr(app_state, "key_cache", None) if scope["path"].startswith("/v1/") else None
+            if keys is not None:
+                try:
+                    caller = keys.caller(_header(scope, b"authorization"), learn == "on")
+                except AuthError as exc:
+                    metrics.AUTH_REFUSED.labels(exc.code).inc()
+                    body = error_body(str(exc), "AuthenticationError", 401)
+                    body["error"]["code"] = exc.code
+                    await send_json(401, body, [(b"www-authenticate", b"Bearer")])
+                    return
+                state["tenant"], state["learn"], state["log"] = caller.tenant, caller.learn, caller.log
+                state["key_id"] = caller.key_id
+                if caller.key_id is not None:
+                    consent = "learn" if caller.learn else "audit" if caller.log else "drop"
+                    metrics.TENANT_REQUESTS.labels(caller.tenant, consent).inc()
+            else:
+                state["learn"] = learn == "on"
 
             body_receive = await self._bounded_body(scope, receive)
             if body_receive is None:

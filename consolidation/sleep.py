@@ -65,6 +65,7 @@ class SleepConfig:
     replay: tuple[str, ...] = REPLAY_PROMPTS  # rehearsed during training
     threads: int | None = None
     seed: int = 0
+    tenant: str = "default"  # whose lineage the published version joins (registry metadata)
     keep_candidate: Path | None = None  # save the candidate adapter here even when the gate rejects it (benchmarks)
 
 
@@ -246,6 +247,7 @@ def _run(
                 "facts": [f.to_json() for f in facts],
             },
             gate=gate.metrics() | {"compaction_error": compaction_error},
+            tenant=cfg.tenant,
         )
         clock.lap("publish")
     report("done", 1.0, passed=gate.passed)

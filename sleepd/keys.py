@@ -4,15 +4,61 @@ from __future__ import annotations
 
 PREFIX = "sleepd"
 
-# Stream of logged exchanges (XADD, never trimmed by the server: the sleep cycle consumes it).
+# Stream of logged exchanges (XADD, never trimmed by the server: the sleep cycle consumes it). Per tenant:
+# `session_stream(tenant)`; these are the default tenant's.
 SESSION_STREAM = f"{PREFIX}:sessions:log"
 # Sorted set: session id -> unix time of its latest exchange (the "recent sessions" index).
 SESSION_INDEX = f"{PREFIX}:sessions:index"
 
 
-def session_entries(session_id: str) -> str:
+DEFAULT_TENANT = "default"  # the single-tenant deployment's memory; its keys keep their pre-tenant names
+
+
+def session_entries(session_id: str, tenant: str = DEFAULT_TENANT) -> str:
     """List of stream entry ids of one session, in arrival order."""
-    return f"{PREFIX}:session:{session_id}:entries"
+    return f"{_t(tenant)}session:{session_id}:entries"
+
+
+def _t(tenant: str) -> str:
+    """Key prefix of a tenant's own keys. The default tenant's are the pre-tenant names (no migration)."""
+    return f"{PREFIX}:" if tenant == DEFAULT_TENANT else f"{PREFIX}:tenant:{tenant}:"
+
+
+def session_stream(tenant: str = DEFAULT_TENANT) -> str:
+    """Stream of one tenant's logged exchanges: tenants never share a stream, a watermark or a pointer."""
+    return f"{_t(tenant)}sessions:log"
+
+
+def session_index(tenant: str = DEFAULT_TENANT) -> str:
+    return f"{_t(tenant)}sessions:index"
+
+
+def adapter_active(tenant: str = DEFAULT_TENANT) -> str:
+    return f"{_t(tenant)}adapters:active"
+
+
+def adapter_history(tenant: str = DEFAULT_TENANT) -> str:
+    return f"{_t(tenant)}adapters:history"
+
+
+def sleep_watermark(tenant: str = DEFAULT_TENANT) -> str:
+    return f"{_t(tenant)}sleep:watermark"
+
+
+def sleep_rejections(tenant: str = DEFAULT_TENANT) -> str:
+    return f"{_t(tenant)}sleep:rejections"
+
+
+def erased_sessions(tenant: str = DEFAULT_TENANT) -> str:
+    """Hash: session id -> unix time it was erased. A sleep whose snapshot holds one of them never publishes."""
+    return f"{_t(tenant)}sessions:erased"
+
+
+# Tenants and API keys (sleepd/tenants.py).
+TENANTS = f"{PREFIX}:tenants"  # set of tenant names that logged a session or own a key
+API_KEYS = f"{PREFIX}:apikeys"  # hash: sha256 of a key -> JSON ApiKey (revoked ones stay, marked)
+API_KEYS_VERSION = f"{PREFIX}:apikeys:version"  # INCR on every change: servers reload their cache on a change
+ERASURES_PENDING = f"{PREFIX}:erasures:pending"  # set of tenants with an erasure waiting for the sleep slot
 
 
 def record_dedupe(record_id: str) -> str:

@@ -52,6 +52,8 @@ class ExchangeRecord(BaseModel):
     schema_version: int = SCHEMA_VERSION
     record_id: str = Field(default_factory=new_record_id)
     session_id: str
+    # Whose memory this exchange belongs to (the API key's tenant); "default" without API keys.
+    tenant: str = "default"
     request_id: str | None = None
     endpoint: Literal["chat", "completion"]
     model: str

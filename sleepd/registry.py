@@ -61,6 +61,8 @@ class AdapterMeta(BaseModel):
     lineage: dict[str, Any] = Field(default_factory=dict)
     gate: dict[str, Any] = Field(default_factory=dict)
     source: Literal["sleep", "external"] = "sleep"
+    # Whose memory this version is: served only to that tenant's requests, built only on that tenant's lineage.
+    tenant: str = "default"
     content_hash: str
     created_at: float = Field(default_factory=time.time)
 
@@ -118,9 +120,24 @@ class AdapterRegistry:
             raise AdapterNotFound(f"no adapter version {version!r}")
         return AdapterMeta.model_validate_json(meta.read_text())
 
-    def versions(self) -> list[AdapterMeta]:
+    def versions(self, tenant: str | None = None) -> list[AdapterMeta]:
         found = [p.name for p in self.root.iterdir() if _VERSION.fullmatch(p.name) and (p / META_FILE).is_file()]
-        return [self.get(v) for v in sorted(found, key=lambda v: int(v[1:]))]
+        metas = [self.get(v) for v in sorted(found, key=lambda v: int(v[1:]))]
+        return [m for m in metas if tenant is None or m.tenant == tenant]
+
+    def purge(self, version: str) -> bool:
+        """Delete a version's files for good (erasure). Renamed away first, so no reader ever sees it half-gone;
+        its number is never reused (numbering takes the highest folder, and a tombstone file keeps it)."""
+        path = self.path(version)
+        if not path.exists():
+            return False
+        with self._lock():
+            gone = self.root / f".purged-{version}-{uuid.uuid4().hex[:6]}"
+            os.rename(path, gone)
+            (self.root / f"{version}.purged").touch()
+            fsync_path(self.root)
+        shutil.rmtree(gone, ignore_errors=True)
+        return True
 
     def verify(self, version: str, base_model: str | None = None, max_rank: int | None = None) -> AdapterMeta:
         """The adapter as stored: its files parse, match their hash, fit the base model and the rank cap."""
@@ -145,6 +162,7 @@ class AdapterRegistry:
         lineage: dict[str, Any] | None = None,
         gate: dict[str, Any] | None = None,
         source: Literal["sleep", "external"] = "sleep",
+        tenant: str = "default",
     ) -> AdapterMeta:
         """Copy a PEFT adapter folder in as the next version, atomically. Returns its metadata."""
         config = read_peft_config(adapter_dir)
@@ -165,6 +183,7 @@ class AdapterRegistry:
                     lineage=lineage or {},
                     gate=gate or {},
                     source=source,
+                    tenant=tenant,
                     content_hash=content_hash(tmp),
                 )
                 (tmp / META_FILE).write_text(meta.model_dump_json(indent=2))
@@ -178,7 +197,9 @@ class AdapterRegistry:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def _next_version(self) -> str:
-        numbers = [int(m.group(1)) for p in self.root.iterdir() if (m := _VERSION.fullmatch(p.name))]
+        numbers = [
+            int(m.group(1)) for p in self.root.iterdir() if (m := _VERSION.fullmatch(p.name.removesuffix(".purged")))
+        ]
         return f"v{max(numbers, default=0) + 1:04d}"
 
     @contextmanager

@@ -17,6 +17,7 @@ import redis
 from sleepd import keys
 from sleepd.config import Settings
 from sleepd.durable import private
+from sleepd.keys import DEFAULT_TENANT
 
 # Stream ids are "<ms>-<seq>"; compare them as number pairs. KEYS: watermark. ARGV: new id. 1 = moved.
 _ADVANCE = """
@@ -35,17 +36,17 @@ return 1
 """
 
 
-def watermark(client: redis.Redis) -> str | None:
-    raw = client.get(keys.SLEEP_WATERMARK)
+def watermark(client: redis.Redis, tenant: str = DEFAULT_TENANT) -> str | None:
+    raw = client.get(keys.sleep_watermark(tenant))
     return raw.decode() if isinstance(raw, bytes) else raw  # type: ignore[return-value]
 
 
-def advance_watermark(client: redis.Redis, upto: str) -> bool:
+def advance_watermark(client: redis.Redis, upto: str, tenant: str = DEFAULT_TENANT) -> bool:
     """Move the watermark to `upto` only if that is later: a late or resumed cycle can never move it back
     (and so make consolidated sessions pending again, or let retention keep what it should drop)."""
     if upto in ("", "0-0"):
         return False
-    return bool(client.eval(_ADVANCE, 1, keys.SLEEP_WATERMARK, upto))
+    return bool(client.eval(_ADVANCE, 1, keys.sleep_watermark(tenant), upto))
 
 
 @dataclass
@@ -100,11 +101,14 @@ def clear_failures(client: redis.Redis) -> None:
     client.delete(keys.SLEEP_FAILURES)
 
 
-def trim_consolidated(client: redis.Redis, settings: Settings, now: float | None = None) -> int:
+def trim_consolidated(
+    client: redis.Redis, settings: Settings, now: float | None = None, tenant: str = DEFAULT_TENANT
+) -> int:
     """Drop from Redis the session records that a published adapter includes (at or before the watermark) and
     that are older than `session_retention`; their per-session lists and index entries go with them. With
     `session_archive_dir` set they are appended to a JSONL file there (fsync'd) first. Returns records dropped."""
-    mark = watermark(client)
+    mark = watermark(client, tenant)
+    stream, index = keys.session_stream(tenant), keys.session_index(tenant)
     if not mark:
         return 0
     now = now or time.time()
@@ -118,19 +122,19 @@ def trim_consolidated(client: redis.Redis, settings: Settings, now: float | None
     sessions: set[str] = set()
     lo, path = "-", None
     while True:
-        rows: list[Any] = client.xrange(keys.SESSION_STREAM, min=lo, max=f"({minid}", count=10_000)  # type: ignore[assignment]
+        rows: list[Any] = client.xrange(stream, min=lo, max=f"({minid}", count=10_000)  # type: ignore[assignment]
         if not rows:
             break
         sessions.update(fields[b"session_id"].decode() for _, fields in rows)
         if archive is not None:
-            path = path or archive / f"sessions-{rows[0][0].decode()}.jsonl"
+            path = path or archive / f"sessions-{tenant}-{rows[0][0].decode()}.jsonl"
             _archive(path, rows)
         lo = f"({rows[-1][0].decode()}"
-    dropped = int(client.xtrim(keys.SESSION_STREAM, minid=minid, approximate=False))  # type: ignore[arg-type]
+    dropped = int(client.xtrim(stream, minid=minid, approximate=False))  # type: ignore[arg-type]
     ordered = sorted(sessions)
     for i in range(0, len(ordered), 500):
         batch = ordered[i : i + 500]
-        client.eval(_TRIM_SESSIONS, len(batch) + 1, keys.SESSION_INDEX, *[keys.session_entries(s) for s in batch],
+        client.eval(_TRIM_SESSIONS, len(batch) + 1, index, *[keys.session_entries(s, tenant) for s in batch],
                     minid, *batch)  # fmt: skip
     return dropped
 

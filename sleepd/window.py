@@ -16,6 +16,7 @@ import redis
 
 from sleepd import keys
 from sleepd.config import Settings
+from sleepd.keys import DEFAULT_TENANT
 from sleepd.sleep_state import failures
 
 
@@ -36,6 +37,7 @@ class Decision:
     pending_tokens: int = 0
     in_window: bool = True
     gpu: GpuState | None = None
+    tenant: str = DEFAULT_TENANT
 
 
 def traffic_per_minute(client: redis.Redis, minutes: int, now: float | None = None) -> list[int]:
@@ -64,11 +66,11 @@ def in_windows(spec: str, now: datetime) -> bool:
     return False
 
 
-def pending(client: redis.Redis, limit: int = 100_000) -> tuple[int, int]:
-    """Records after the watermark and their tokens (prompt + completion)."""
-    start = client.get(keys.SLEEP_WATERMARK)
+def pending(client: redis.Redis, limit: int = 100_000, tenant: str = DEFAULT_TENANT) -> tuple[int, int]:
+    """A tenant's records after its watermark and their tokens (prompt + completion)."""
+    start = client.get(keys.sleep_watermark(tenant))
     lo = f"({start.decode() if isinstance(start, bytes) else start}" if start else "-"
-    rows: list[Any] = client.xrange(keys.SESSION_STREAM, min=lo, count=limit) or []
+    rows: list[Any] = client.xrange(keys.session_stream(tenant), min=lo, count=limit) or []
     tokens = 0
     for _, fields in rows:
         rec = json.loads(fields[b"data"])
@@ -98,9 +100,9 @@ def gpu_state(max_util: int, min_free_gib: float) -> GpuState:
 BLOCKED_CODES = ("traffic", "outside_window", "pending_tokens", "gpu_busy", "backoff", "stopped")
 
 
-def decide(client: redis.Redis, settings: Settings, now: float | None = None) -> Decision:
+def decide(client: redis.Redis, settings: Settings, now: float | None = None, tenant: str = DEFAULT_TENANT) -> Decision:
     now = now or time.time()
-    d = Decision(sleep=True)
+    d = Decision(sleep=True, tenant=tenant)
 
     def block(code: str, reason: str) -> None:
         d.codes.append(code)
@@ -113,7 +115,7 @@ def decide(client: redis.Redis, settings: Settings, now: float | None = None) ->
     d.in_window = in_windows(settings.sleep_windows, datetime.fromtimestamp(now, UTC))
     if not d.in_window:
         block("outside_window", f"outside the sleep windows {settings.sleep_windows!r}")
-    d.pending_records, d.pending_tokens = pending(client)
+    d.pending_records, d.pending_tokens = pending(client, tenant=tenant)
     if d.pending_tokens < settings.sleep_min_pending_tokens:
         block("pending_tokens", f"{d.pending_tokens} session tokens pending (< {settings.sleep_min_pending_tokens})")
     d.gpu = gpu_state(settings.gpu_max_utilization, settings.gpu_min_free_gib)
@@ -124,6 +126,16 @@ def decide(client: redis.Redis, settings: Settings, now: float | None = None) ->
         block("stopped" if f.stopped else "backoff", why)
     d.sleep = not d.reasons
     return d
+
+
+def decide_any(client: redis.Redis, settings: Settings, now: float | None = None) -> Decision:
+    """The scheduler's decision over every tenant: the one with the most pending session tokens that may sleep
+    now, else the most-pending one's decision (with why not)."""
+    from sleepd.tenants import tenants
+
+    decisions = [decide(client, settings, now, t) for t in tenants(client)]
+    ready = [d for d in decisions if d.sleep]
+    return max(ready or decisions, key=lambda d: d.pending_tokens)
 
 
 def publish_decision(client: redis.Redis, d: Decision, now: float | None = None) -> None:

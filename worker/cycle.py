@@ -29,7 +29,9 @@ from sleepd import keys
 from sleepd.active_adapter import Fence, PointerConflict, PointerFenced, read_active, write_active
 from sleepd.config import Settings
 from sleepd.durable import private
+from sleepd.erasure import erased
 from sleepd.jobs import TERMINAL, JobStore
+from sleepd.keys import DEFAULT_TENANT
 from sleepd.models import resolve_model
 from sleepd.records import ExchangeRecord
 from sleepd.registry import BASE, AdapterRegistry, base_model_fingerprint
@@ -88,25 +90,38 @@ def run_cycle(job_id: str, options: dict[str, Any], settings: Settings, client: 
         jobs.update(job_id, state="running", phase="snapshot", started_at=time.time(), attempts=attempts + 1)
         workdir = settings.data_dir / "sleep" / job_id
         workdir.mkdir(parents=True, exist_ok=True)
-        records, upto = _snapshot(client, workdir)
+        tenant = str(options.get("tenant") or DEFAULT_TENANT)
+        records, upto = _snapshot(client, workdir, tenant)
         if not records:
+            advance_watermark(client, upto, tenant)  # only opted-out exchanges: none will ever be learned
             jobs.update(job_id, state="skipped", phase="done", progress=1.0, finished_at=time.time(),
                         error="no new sessions since the last consolidation")  # fmt: skip
             _finish(client, job_id)
             return jobs.get(job_id) or {}
         published = _load_json(workdir / "published.json")
         if published is None:
-            published = _consolidate(job_id, options, settings, client, jobs, records, workdir)
+            published = _consolidate(job_id, options, settings, client, jobs, records, workdir, tenant)
         lock.check()  # a holder that lost the lock (paused past its TTL) must not move the pointer
+        gone = erased(client, tenant) & {r.session_id for r in records}
+        if gone:
+            # A session in this snapshot was erased while the cycle ran: what it trained must never be served.
+            # The candidate is purged; the other sessions stay pending (their records are still in Redis).
+            if published.get("version"):
+                AdapterRegistry(settings.adapters_dir).purge(published["version"])
+            jobs.update(job_id, state="superseded", phase="done", progress=1.0, finished_at=time.time(),
+                        error=f"{len(gone)} session(s) in this cycle were erased while it ran; nothing published",
+                        metrics=published.get("gate", {}))  # fmt: skip
+            _finish(client, job_id)
+            return jobs.get(job_id) or {}
         if published.get("nothing_to_learn"):
             # Chit-chat with no name, number or date in it: nothing to consolidate, nothing to retry.
-            advance_watermark(client, upto)
+            advance_watermark(client, upto, tenant)
             state = "skipped"
         elif published.get("version"):
             # One compare-and-set: from the version this sleep built on, and only while our fencing token holds.
             parent, fence = published.get("parent") or BASE, Fence(lock.token, lock.owner)
             try:
-                write_active(client, published["version"], expected=parent, reason="sleep", fence=fence)
+                write_active(client, published["version"], expected=parent, reason="sleep", fence=fence, tenant=tenant)
             except PointerFenced as exc:
                 raise LockLost(str(exc)) from exc
             except PointerConflict as exc:
@@ -116,15 +131,15 @@ def run_cycle(job_id: str, options: dict[str, Any], settings: Settings, client: 
                             error=str(exc), metrics=published.get("gate", {}), report=published)  # fmt: skip
                 _finish(client, job_id)
                 return jobs.get(job_id) or {}
-            advance_watermark(client, upto)
-            client.delete(keys.SLEEP_REJECTIONS)
+            advance_watermark(client, upto, tenant)
+            client.delete(keys.sleep_rejections(tenant))
             state = "published"
         else:
-            rejections = int(client.incr(keys.SLEEP_REJECTIONS))  # type: ignore[arg-type]
+            rejections = int(client.incr(keys.sleep_rejections(tenant)))  # type: ignore[arg-type]
             if rejections >= settings.sleep_max_rejections:
                 # Bounded retries: set these sessions aside rather than block every later sleep on them.
-                advance_watermark(client, upto)
-                client.delete(keys.SLEEP_REJECTIONS)
+                advance_watermark(client, upto, tenant)
+                client.delete(keys.sleep_rejections(tenant))
                 published["note"] = f"rejected {rejections} times: sessions up to {upto} set aside"
             state = "rejected"
         jobs.update(job_id, state=state, phase="done", progress=1.0, finished_at=time.time(),
@@ -135,8 +150,10 @@ def run_cycle(job_id: str, options: dict[str, Any], settings: Settings, client: 
 
 def _consolidate(
     job_id: str, options: dict[str, Any], settings: Settings, client: redis.Redis, jobs: JobStore,
-    records: list[ExchangeRecord], workdir: Path,
+    records: list[ExchangeRecord], workdir: Path, tenant: str = DEFAULT_TENANT, active: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
+    """Train, gate and publish into the registry (not the pointer). `active`: the version to build on (default:
+    the tenant's active one; an erasure rebuilds from the last clean ancestor)."""
     # Imported here: torch and transformers load only in the process that trains.
     from consolidation.dreaming import DreamingConfig
     from consolidation.gate import GateConfig
@@ -160,6 +177,7 @@ def _consolidate(
         ),  # fmt: skip
         max_rank=settings.max_lora_rank,
         asked_per_statement=settings.sleep_asked_per_statement,
+        tenant=tenant,
     )
     force = bool(options.get("force"))
     deadline = time.monotonic() + settings.sleep_soft_time_limit_s
@@ -183,7 +201,7 @@ def _consolidate(
             if current_traffic(client) > settings.sleep_traffic_threshold:
                 raise Preempted(f"traffic above {settings.sleep_traffic_threshold}/min")
 
-    active = read_active(client)
+    active = read_active(client, tenant) if active is None else active
     base = Path(resolve_model(settings.model, settings.models_dir))
     registry = AdapterRegistry(settings.adapters_dir)
     if active != BASE:
@@ -197,16 +215,17 @@ def _consolidate(
     return summary
 
 
-def _snapshot(client: redis.Redis, workdir: Path) -> tuple[list[ExchangeRecord], str]:
-    """The sessions this job learns from, fixed at its first attempt (records after the watermark)."""
+def _snapshot(client: redis.Redis, workdir: Path, tenant: str) -> tuple[list[ExchangeRecord], str]:
+    """The sessions this job learns from, fixed at its first attempt (the tenant's records after its watermark)."""
     path, meta = workdir / "sessions.jsonl", workdir / "snapshot.json"
     if meta.exists():
         upto = json.loads(meta.read_text())["upto"]
         return [ExchangeRecord.model_validate_json(line) for line in path.read_text().splitlines() if line], upto
-    start = client.get(keys.SLEEP_WATERMARK)
+    start = client.get(keys.sleep_watermark(tenant))
     lo = f"({start.decode() if isinstance(start, bytes) else start}" if start else "-"
-    rows: list[Any] = client.xrange(keys.SESSION_STREAM, min=lo, count=100_000) or []
-    records = [ExchangeRecord.model_validate_json(fields[b"data"]) for _, fields in rows]
+    rows: list[Any] = client.xrange(keys.session_stream(tenant), min=lo, count=100_000) or []
+    # Exchanges the client opted out of learning (X-Sleepd-Learn: off, or its key's policy) never enter a snapshot.
+    records = [r for r in (ExchangeRecord.model_validate_json(fields[b"data"]) for _, fields in rows) if r.learn]
     upto = rows[-1][0].decode() if rows else (start.decode() if isinstance(start, bytes) else "0-0")
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8", opener=private) as out:

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from app.adapters import AdapterBusy, AdapterLoadFailed
@@ -14,7 +14,9 @@ from app.deps import AdminAuth, EngineDep
 from app.engine import Engine
 from app.errors import BadRequest, Conflict, NotFound, Unavailable
 from sleepd.active_adapter import ActiveAdapter, PointerConflict
+from sleepd.keys import DEFAULT_TENANT
 from sleepd.registry import BASE, AdapterNotFound, AdapterRegistry, InvalidAdapter, read_peft_config
+from sleepd.tenants import TENANT_NAME
 
 router = APIRouter(prefix="/admin/adapters", dependencies=[AdminAuth])
 
@@ -31,19 +33,30 @@ RegistryDep = Annotated[AdapterRegistry, Depends(_registry)]
 PointerDep = Annotated[ActiveAdapter, Depends(_pointer)]
 
 
+TenantQuery = Annotated[str, Query(pattern=TENANT_NAME.pattern, description="Whose adapter lineage.")]
+
+
 class PublishRequest(BaseModel):
     path: str
     activate: bool = False
+    tenant: str = Field(DEFAULT_TENANT, pattern=TENANT_NAME.pattern)
 
 
 @router.get("")
-async def list_adapters(registry: RegistryDep, pointer: PointerDep, engine: EngineDep) -> dict[str, Any]:
+async def list_adapters(
+    registry: RegistryDep, pointer: PointerDep, engine: EngineDep, tenant: TenantQuery = DEFAULT_TENANT
+) -> dict[str, Any]:
+    """A tenant's versions (default: the default tenant's), its active one, and what this server serves."""
+    serving = engine.adapters.describe() if tenant == DEFAULT_TENANT else {
+        "serving": engine.tenants.good.get(tenant), "tenants": engine.tenants.describe()
+    }  # fmt: skip
     return {
         "object": "list",
-        "active": await pointer.get(),
-        **engine.adapters.describe(),
-        "data": [m.model_dump() for m in registry.versions()],
-        "history": await pointer.history(20),
+        "tenant": tenant,
+        "active": await pointer.get(tenant),
+        **serving,
+        "data": [m.model_dump() for m in await asyncio.to_thread(registry.versions, tenant)],
+        "history": await pointer.history(20, tenant),
     }
 
 
@@ -55,10 +68,18 @@ class ActivateRequest(BaseModel):
 
 @router.post("/{version}/activate")
 async def activate(
-    version: str, pointer: PointerDep, engine: EngineDep, body: ActivateRequest | None = None
-) -> dict[str, Any]:
+    version: str, pointer: PointerDep, engine: EngineDep, registry: RegistryDep, body: ActivateRequest | None = None,
+    tenant: TenantQuery = DEFAULT_TENANT,
+) -> dict[str, Any]:  # fmt: skip
     """Switch every server to `version` (or `base`): this one first, so a bad version never reaches the pointer;
-    then one compare-and-set on the pointer, so two writers at once cannot both think they won."""
+    then one compare-and-set on the pointer, so two writers at once cannot both think they won. For a tenant
+    other than the default, the version must be that tenant's and verify (files, hash, base model, rank)."""
+    if tenant != DEFAULT_TENANT:
+        expected = body.expected if body and body.expected else await pointer.get(tenant)
+        if version != BASE:
+            await _verify_for(registry, engine, version, tenant)
+        event = await _move_pointer(pointer, version, expected, "admin", tenant)
+        return {"active": version, "previous": event["previous"], "tenant": tenant}
     async with engine.adapters.switching:
         expected = body.expected if body and body.expected else await pointer.get()
         await _activate_here(engine, version)
@@ -86,7 +107,7 @@ async def publish(
         raise BadRequest(str(exc), param="path") from exc
     except AdapterBusy as exc:
         raise Conflict(str(exc)) from exc
-    parent = await pointer.get()
+    parent = await pointer.get(body.tenant)
     meta = await asyncio.to_thread(
         registry.publish,
         path,
@@ -94,17 +115,33 @@ async def publish(
         parent=None if parent == BASE else parent,
         lineage={"external_path": str(path)},
         source="external",
+        tenant=body.tenant,
     )
-    if body.activate:
+    if body.activate and body.tenant != DEFAULT_TENANT:
+        await _move_pointer(pointer, meta.version, parent, "admin publish", body.tenant)
+    elif body.activate:
         async with engine.adapters.switching:
             await _activate_here(engine, meta.version)
             await _move_pointer(pointer, meta.version, parent, "admin publish")
     return meta.model_dump()
 
 
-async def _move_pointer(pointer: ActiveAdapter, version: str, expected: str, reason: str) -> dict[str, Any]:
+async def _verify_for(registry: AdapterRegistry, engine: Engine, version: str, tenant: str) -> None:
     try:
-        return await pointer.set(version, expected=expected, reason=reason)
+        meta = await asyncio.to_thread(registry.verify, version, engine.adapters.base_model, engine.adapters.max_rank)
+    except AdapterNotFound as exc:
+        raise NotFound(str(exc), param="version") from exc
+    except InvalidAdapter as exc:
+        raise BadRequest(str(exc), param="version") from exc
+    if meta.tenant != tenant:
+        raise NotFound(f"no adapter version {version!r} for tenant {tenant!r}", param="version")
+
+
+async def _move_pointer(
+    pointer: ActiveAdapter, version: str, expected: str, reason: str, tenant: str = DEFAULT_TENANT
+) -> dict[str, Any]:
+    try:
+        return await pointer.set(version, expected=expected, reason=reason, tenant=tenant)
     except PointerConflict as exc:
         raise Conflict(f"{exc}; nothing changed (this server follows the pointer back)") from exc
 

@@ -16,11 +16,15 @@ from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request, with_cancellation
 
-from app.adapters import AdapterManager, Ticket
+from app.adapters import Ticket, use_lora
 from app.deps import EngineDep, SessionLogDep
-from app.errors import AdapterRetired, error_body
+from app.engine import Engine
+from app.errors import AdapterRetired, Unavailable, error_body
 from app.exchange import ExchangeCapture
 from app.session_log import SessionLogWriter
+from app.tenant_routes import TenantUnavailable
+from sleepd.keys import DEFAULT_TENANT
+from sleepd.registry import BASE
 
 router = APIRouter()
 
@@ -32,7 +36,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for c
 async def create_chat_completion(
     request: ChatCompletionRequest, raw_request: Request, engine: EngineDep, log: SessionLogDep
 ) -> Response:
-    return await _serve("chat", engine.chat.create_chat_completion, request, raw_request, log, engine.adapters)
+    return await _serve("chat", engine.chat.create_chat_completion, request, raw_request, log, engine)
 
 
 @router.post("/v1/completions", dependencies=[Depends(validate_json_request)], responses=_ERRORS)
@@ -40,16 +44,21 @@ async def create_chat_completion(
 async def create_completion(
     request: CompletionRequest, raw_request: Request, engine: EngineDep, log: SessionLogDep
 ) -> Response:
-    return await _serve("completion", engine.completion.create_completion, request, raw_request, log, engine.adapters)
+    return await _serve("completion", engine.completion.create_completion, request, raw_request, log, engine)
 
 
 @router.get("/v1/models")
-async def list_models(engine: EngineDep) -> JSONResponse:
-    """vLLM's model list; the served model's card also names the adapter version now serving it."""
+async def list_models(engine: EngineDep, raw_request: Request) -> JSONResponse:
+    """vLLM's model list; the served model's card also names the adapter version now serving the caller."""
     models = (await engine.models.show_available_models()).model_dump()
+    tenant = getattr(raw_request.state, "tenant", DEFAULT_TENANT)
+    version = engine.adapters.active.version
+    if tenant != DEFAULT_TENANT:
+        with contextlib.suppress(TenantUnavailable):
+            version, _ = await engine.tenants.lora_for(tenant)
     for card in models["data"]:
-        card["sleepd_adapter"] = engine.adapters.active.version
-        card["sleepd_merged"] = engine.adapters.active.lora is None
+        card["sleepd_adapter"] = version
+        card["sleepd_merged"] = tenant == DEFAULT_TENANT and engine.adapters.active.lora is None
     return JSONResponse(models)
 
 
@@ -59,7 +68,7 @@ async def _serve(
     request: ChatCompletionRequest | CompletionRequest,
     raw_request: Request,
     log: SessionLogWriter,
-    adapters: AdapterManager,
+    engine: Engine,
 ) -> Response:
     forward_usage = bool(request.stream_options and request.stream_options.include_usage)
     if request.stream and not forward_usage:
@@ -69,10 +78,11 @@ async def _serve(
         )
     # The ticket pins the adapter version active now for this whole request, streamed or not. Everything after
     # taking it is inside the try: a ticket never returned would pin its version (and a LoRA slot) for good.
+    adapters = engine.adapters
     ticket = await adapters.acquire()
     release = _once(lambda: adapters.release(ticket))
     try:
-        version = ticket.route.version
+        version = await _tenant_route(engine, ticket, getattr(raw_request.state, "tenant", DEFAULT_TENANT))
         raw_request.state.adapter = version
         capture = ExchangeCapture(
             log,
@@ -83,6 +93,8 @@ async def _serve(
             request=request,
             request_id=raw_request.headers.get("x-request-id"),
             learn=getattr(raw_request.state, "learn", True),
+            tenant=getattr(raw_request.state, "tenant", DEFAULT_TENANT),
+            keep=getattr(raw_request.state, "log", True),
         )
         result = await _until_revoked(handler(request, raw_request), ticket)
         if isinstance(result, ErrorResponse):
@@ -97,6 +109,25 @@ async def _serve(
     except BaseException:
         release()
         raise
+
+
+async def _tenant_route(engine: Engine, ticket: Ticket, tenant: str) -> str:
+    """Point this request at its tenant's version; returns that version. The ticket still counts the request
+    in flight (a weight reload waits for it); only the default tenant follows the ticket's route."""
+    adapters = engine.adapters
+    if tenant == DEFAULT_TENANT:
+        if adapters.keyed() and ticket.route.lora is None and adapters.weights == BASE:
+            use_lora(await engine.tenants.zero())  # no row without a LoRA while tenants share batches
+        return ticket.route.version
+    if adapters.weights != BASE:
+        # Tenants just appeared and the default's version is still merged into the weights (unmerging now).
+        raise Unavailable("per-tenant serving is starting (the engine is reloading its base weights); retry shortly")
+    try:
+        version, lora = await engine.tenants.lora_for(tenant)
+    except TenantUnavailable as exc:
+        raise Unavailable(f"this tenant's adapter cannot be served now: {exc}") from exc
+    use_lora(lora)
+    return version
 
 
 async def _until_revoked(work: Awaitable[Any], ticket: Ticket) -> Any:

@@ -11,8 +11,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from app.deps import AdminAuth, SettingsDep
-from app.errors import Conflict, NotFound
+from app.errors import BadRequest, Conflict, NotFound
 from sleepd import keys
+from sleepd.keys import DEFAULT_TENANT
+from sleepd.tenants import InvalidTenant, check_tenant
 
 router = APIRouter(prefix="/admin/sleep", dependencies=[AdminAuth])
 
@@ -22,6 +24,7 @@ class SleepRequest(BaseModel):
     steps: int | None = Field(None, ge=1, le=10_000, description="Knowledge Seeding steps (default: setting).")
     dream_rounds: int | None = Field(None, ge=0, le=100)
     rank: int | None = Field(None, ge=1, le=256)
+    tenant: str = Field(DEFAULT_TENANT, description="Whose sessions to consolidate into whose adapter lineage.")
 
 
 def _client(request: Request) -> redis.Redis:
@@ -34,8 +37,12 @@ async def trigger(body: SleepRequest, request: Request, settings: SettingsDep) -
     from sleepd.window import decide
 
     client = _client(request)
+    try:
+        check_tenant(body.tenant)
+    except InvalidTenant as exc:
+        raise BadRequest(str(exc), param="tenant") from exc
     if not body.force:
-        decision = await asyncio.to_thread(decide, client, settings)
+        decision = await asyncio.to_thread(decide, client, settings, None, body.tenant)
         if not decision.sleep:
             raise Conflict("not a good time to sleep (send force=true to override): " + "; ".join(decision.reasons))
     options = {k: v for k, v in body.model_dump().items() if v is not None} | {"trigger": "admin"}

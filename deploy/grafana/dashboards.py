@@ -168,6 +168,12 @@ def serving() -> dashboard.Dashboard:
               q(f"sum(rate(vllm:prompt_tokens_total[{RATE}]))", "vLLM prompt"), unit="short"),
         graph("Engine ready", "sleepd_engine_ready per server: 0 while vLLM loads or after it failed.",
               q("sleepd_engine_ready", "{{instance}}"), limits=[(1, "green")]),
+        graph("Requests / s by tenant and consent", "Requests with an API key, by the key's tenant and what may be "
+              "done with the exchange: learn, audit (logged, never learned) or drop (not logged).",
+              q(f"sum by (tenant, consent) (rate(sleepd_tenant_requests_total[{RATE}]))", "{{tenant}} {{consent}}"),
+              unit="reqps"),
+        graph("Refused API keys / s", "401s on /v1: no key, or an unknown or revoked one.",
+              q(f"sum by (code) (rate(sleepd_auth_refused_total[{RATE}]))", "{{code}}"), unit="reqps"),
         dashboard.Row("Latency"),
         graph("Request latency p50 / p99 by endpoint", "End to end, from the first byte in to the last out.",
               *quantiles("sleepd_request_latency_seconds", "le, endpoint", "{{endpoint}}"), unit="s"),

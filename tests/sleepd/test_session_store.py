@@ -36,3 +36,26 @@ def test_append_is_exactly_once_and_indexed(local_redis: redis.Redis) -> None:
         await client.aclose()
 
     asyncio.run(go())
+
+
+def test_tenants_have_separate_logs_and_a_record_older_than_its_sessions_erasure_is_dropped(
+    local_redis: redis.Redis,
+) -> None:
+    from sleepd.erasure import erase_session
+
+    async def go() -> None:
+        client = aioredis.from_url(URL)
+        store = SessionStore(client)
+        spooled = rec("s1", "my PIN is 8812").model_copy(update={"tenant": "acme"})  # held in a spool meanwhile
+        acme = rec("s1", "acme's s1").model_copy(update={"tenant": "acme"})
+        await store.append_many([rec("s1", "default's s1"), acme])
+        assert [r.tenant for _, r in await store.session("s1", tenant="acme")] == ["acme"]
+        assert len(await store.session("s1")) == 1
+        await asyncio.to_thread(erase_session, local_redis, "acme", "s1")
+        assert await store.session("s1", tenant="acme") == [] and len(await store.session("s1")) == 1
+        assert await store.append_many([spooled]) == [None], "a record from before the erasure was stored"
+        later = rec("s1", "a new exchange in the same session").model_copy(update={"tenant": "acme"})
+        assert (await store.append_many([later]))[0] is not None  # the session id may be used again afterwards
+        await client.aclose()
+
+    asyncio.run(go())

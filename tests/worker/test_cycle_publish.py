@@ -108,3 +108,56 @@ def test_the_watchdog_ends_a_hung_process() -> None:
     code = "import time; from worker.cycle import watchdog\nwith watchdog(0.5, 'job'):\n    time.sleep(30)"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60)
     assert done.returncode == 70, done.stderr.decode()[-2000:]
+
+
+def test_a_sleep_whose_session_was_erased_meanwhile_publishes_nothing(
+    local_redis: redis.Redis, tiny_model: Path, lora: Path, tmp_path: Path
+) -> None:
+    from sleepd.erasure import erase_session
+
+    settings = settings_for(local_redis, tiny_model, tmp_path)
+    registry = AdapterRegistry(settings.adapters_dir)
+    job_id = "sleep-erased-meanwhile"
+    JobStore(local_redis).create(job_id, {})
+    workdir = tmp_path / "sleep" / job_id
+    workdir.mkdir(parents=True)
+    log_session(local_redis, "s-erased", "Remember: my locker code is 5521.")
+    record = local_redis.xrange(keys.SESSION_STREAM)[0]
+    local_redis.rpush(keys.session_entries("s-erased"), record[0])  # indexed as the server's append script does
+    (workdir / "sessions.jsonl").write_text(record[1][b"data"].decode() + "\n")
+    (workdir / "snapshot.json").write_text(json.dumps({"upto": record[0].decode(), "records": 1}))
+    # The cycle trained and published its candidate into the registry; the user's erasure lands before the pointer.
+    candidate = registry.publish(lora, base_model=base_model_fingerprint(tiny_model)).version
+    (workdir / "published.json").write_text(json.dumps({"version": candidate, "parent": None, "gate": {}}))
+    assert erase_session(local_redis, "default", "s-erased") == 1
+
+    job = run_cycle(job_id, {}, settings, local_redis)
+
+    assert job["state"] == "superseded" and "erased" in job["error"], job
+    assert active(local_redis) == "base"
+    assert not (registry.root / candidate).exists(), "the candidate trained on an erased session is still on disk"
+    assert local_redis.xlen(keys.SESSION_STREAM) == 0
+
+
+def test_opted_out_exchanges_never_enter_a_snapshot_and_tenants_snapshot_only_their_own(
+    local_redis: redis.Redis, tmp_path: Path
+) -> None:
+    from sleepd.records import ExchangeRecord
+    from worker.cycle import _snapshot
+
+    def log(session: str, tenant: str, learn: bool) -> str:
+        rec = ExchangeRecord(session_id=session, tenant=tenant, endpoint="chat", model="sleepd", learn=learn,
+                             messages=[{"role": "user", "content": f"{session}: my code is 1234"}])  # fmt: skip
+        local_redis.xadd(keys.session_stream(tenant), {"session_id": session, "record_id": rec.record_id,
+                                                       "data": rec.model_dump_json()})  # fmt: skip
+        return rec.record_id
+
+    kept = log("s-on", "acme", True)
+    log("s-off", "acme", False)
+    log("s-other", "globex", True)
+    (tmp_path / "acme-job").mkdir()
+    records, upto = _snapshot(local_redis, tmp_path / "acme-job", "acme")
+    assert [r.record_id for r in records] == [kept]
+    text = (tmp_path / "acme-job" / "sessions.jsonl").read_text()
+    assert "s-off" not in text and "s-other" not in text
+    assert upto == local_redis.xrange(keys.session_stream("acme"))[-1][0].decode()
