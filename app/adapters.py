@@ -38,7 +38,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -116,6 +116,33 @@ def route_adapters(serving: Any) -> None:
 def use_lora(lora: Any) -> None:
     """Serve the current request through `lora` (a tenant's version, or the zero adapter)."""
     _CURRENT_LORA.set(lora)
+
+
+async def follow_pointer(
+    redis: Any, interval_s: float, step: Callable[[set[str]], Awaitable[None]], what: str
+) -> None:
+    """Run `step` at once, then after every message on the pointer channel or every `interval_s` (a missed message
+    or a restart still converges: the pointer in Redis is the source of truth). `step` gets the versions an
+    erasure purged, from the message. Redis away: wait and resubscribe; any other error: log and go on."""
+    pubsub = None
+    purged: set[str] = set()
+    while True:
+        try:
+            if pubsub is None:
+                pubsub = redis.pubsub()
+                await pubsub.subscribe(keys.ADAPTER_EVENTS)
+            await step(purged)
+            purged = _purged(await pubsub.get_message(ignore_subscribe_messages=True, timeout=interval_s))
+        except (RedisError, OSError) as exc:
+            log.debug("%s waits for Redis: %s", what, exc)
+            if pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            pubsub = None
+            await asyncio.sleep(interval_s)
+        except Exception:
+            log.exception("%s failed; retrying", what)
+            await asyncio.sleep(interval_s)
 
 
 def _purged(message: Any) -> set[str]:
@@ -647,28 +674,12 @@ class AdapterManager:
         metrics.ADAPTER_SKEW.set(int(target != self.active.version))
 
     async def _reconcile_loop(self) -> None:
-        pubsub = None
-        while True:
-            try:
-                if pubsub is None:
-                    pubsub = self.pointer.redis.pubsub()
-                    await pubsub.subscribe(keys.ADAPTER_EVENTS)
-                await self.reconcile()
-                # Any message (or the interval passing) triggers a re-read of the pointer, the source of truth.
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.reconcile_interval_s)
-                purged = _purged(message)
-                if purged:
-                    await self.forget(purged)
-            except (RedisError, OSError) as exc:
-                log.debug("adapter reconcile waits for Redis: %s", exc)
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await pubsub.aclose()
-                pubsub = None
-                await asyncio.sleep(self.reconcile_interval_s)
-            except Exception:
-                log.exception("adapter reconcile failed; retrying")
-                await asyncio.sleep(self.reconcile_interval_s)
+        async def step(purged: set[str]) -> None:
+            if purged:
+                await self.forget(purged)
+            await self.reconcile()
+
+        await follow_pointer(self.pointer.redis, self.reconcile_interval_s, step, "adapter reconcile")
 
     # -- what the admin API shows ------------------------------------------------------------------------
 

@@ -124,15 +124,7 @@ def difference_adapter(target_dir: Path | None, current: Delta, out: Path, max_r
         "peft_type": "LORA", "r": rank, "lora_alpha": rank, "bias": "none", "use_rslora": False,
         "target_modules": sorted({m.rsplit(".", 1)[-1] for m in factors}),
     }  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        save_file(tensors, str(tmp / "adapter_model.safetensors"))
-        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return _write_adapter(tensors, config, out)
 
 
 def _exact_low_rank(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,11 +163,16 @@ def zero_adapter(model_dir: Path, out: Path) -> Path:
     }
     peft = {"peft_type": "LORA", "r": 1, "lora_alpha": 1, "bias": "none", "use_rslora": False,
             "target_modules": ["q_proj"]}  # fmt: skip
+    return _write_adapter(tensors, peft, out)
+
+
+def _write_adapter(tensors: dict[str, torch.Tensor], config: dict[str, Any], out: Path) -> Path:
+    """A PEFT LoRA folder at `out`, written beside it and renamed into place (a reader never sees half of it)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         save_file(tensors, str(tmp / "adapter_model.safetensors"))
-        (tmp / "adapter_config.json").write_text(json.dumps(peft, indent=2))
+        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

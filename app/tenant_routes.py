@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from app import merging, metrics
+from app.adapters import follow_pointer
 from sleepd import keys
 from sleepd.active_adapter import ActiveAdapter
 from sleepd.registry import BASE, AdapterRegistry, RegistryError
@@ -147,29 +145,12 @@ class TenantRoutes:
                 await self._task
 
     async def _loop(self) -> None:
-        pubsub = None
-        while True:
-            try:
-                if pubsub is None:
-                    pubsub = self.pointer.redis.pubsub()
-                    await pubsub.subscribe(keys.ADAPTER_EVENTS)
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.refresh_s)
-                if message is not None:
-                    with contextlib.suppress(ValueError, TypeError, KeyError):
-                        event = json.loads(message["data"])
-                        if event.get("purged"):
-                            await self.forget(set(event["purged"]))
-                await self.refresh()
-            except (RedisError, OSError) as exc:
-                log.debug("tenant routes wait for Redis: %s", exc)
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await pubsub.aclose()
-                pubsub = None
-                await asyncio.sleep(self.refresh_s)
-            except Exception:
-                log.exception("tenant routes refresh failed; retrying")
-                await asyncio.sleep(self.refresh_s)
+        async def step(purged: set[str]) -> None:
+            if purged:
+                await self.forget(purged)
+            await self.refresh()
+
+        await follow_pointer(self.pointer.redis, self.refresh_s, step, "tenant routes")
 
     def describe(self) -> dict[str, Any]:
         return {t: {"pointer": v, "serving": self.good.get(t)} for t, v in sorted(self.versions.items())}

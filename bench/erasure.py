@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from bench.learning import RESULTS, ROOT, _printer, ask, records_of, score, sessions_with_replies
+from bench.learning import RESULTS, ROOT, _printer, ask, cached_sessions, records_of, score
 from bench.suite import generate
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.sleep import SleepConfig, run_sleep
@@ -50,13 +50,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     base = Path(resolve_model(args.model, ROOT / "data" / "models"))
     facts = generate(args.seed, args.facts)
-    cache = RESULTS / f"sessions-s{args.seed}-n{args.facts}.json"
-    if cache.exists():
-        convs = json.loads(cache.read_text())
-    else:
-        convs = sessions_with_replies(base, facts)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(convs, indent=1))
+    convs = cached_sessions(base, facts, args.seed)
     records = records_of(convs, f"s{args.seed}")
     sessions = list(dict.fromkeys(r.session_id for r in records))
     assert len(sessions) == len(facts), "one session per fact"

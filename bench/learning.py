@@ -60,6 +60,17 @@ def sessions_with_replies(base: Path, facts: list[Fact], max_tokens: int = 64) -
     return convs
 
 
+def cached_sessions(base: Path, facts: list[Fact], seed: int) -> list[list[dict[str, str]]]:
+    """`sessions_with_replies`, kept under bench/results by seed and size (generating them is minutes of CPU)."""
+    cache = RESULTS / f"sessions-s{seed}-n{len(facts)}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())  # type: ignore[no-any-return]
+    convs = sessions_with_replies(base, facts)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(convs, indent=1))
+    return convs
+
+
 def records_of(convs: list[list[dict[str, str]]], prefix: str) -> list[ExchangeRecord]:
     """What the server logs for each session's last exchange (its messages hold the whole conversation)."""
     out = []
@@ -168,13 +179,7 @@ def main() -> None:
     base = Path(resolve_model(args.model, ROOT / "data" / "models"))
     facts = generate(args.seed, args.facts)
 
-    cache = RESULTS / f"sessions-s{args.seed}-n{args.facts}.json"
-    if cache.exists():
-        convs = json.loads(cache.read_text())
-    else:
-        convs = sessions_with_replies(base, facts)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(convs, indent=1))
+    convs = cached_sessions(base, facts, args.seed)
     records = records_of(convs, f"s{args.seed}")
 
     cfg = SleepConfig(
