@@ -45,6 +45,13 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS / "erasure.json")
+    ap.add_argument("--phase", choices=("all", "rebuild", "probe"), default="all",
+                    help="rebuild: only the rebuild sleep (the first version's lineage names every session, so it "
+                    "starts from the base model), its adapter kept in --workdir; probe: only the probes, of the "
+                    "adapters given by --first and --rebuilt. The two can run at once on two cores.")  # fmt: skip
+    ap.add_argument("--workdir", type=Path, default=RESULTS / "erasure-work")
+    ap.add_argument("--first", type=Path)
+    ap.add_argument("--rebuilt", type=Path)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,6 +64,29 @@ def main() -> None:
     erased = set(sessions[: args.erase])
     cfg = SleepConfig(expert=ExpertConfig(rank=args.rank), threads=args.threads or None)
     result: dict[str, Any] = {"config": {k: str(v) for k, v in vars(args).items()}}
+    groups = {
+        "erased": [(f, p) for f, s in zip(facts, sessions, strict=True) if s in erased for p in f.probes],
+        "kept": [(f, p) for f, s in zip(facts, sessions, strict=True) if s not in erased for p in f.probes],
+    }
+    if args.phase == "rebuild":
+        registry = AdapterRegistry(args.workdir / "registry")
+        again_cfg = dataclasses.replace(cfg, keep_candidate=args.workdir / "rebuilt")
+        t0 = time.perf_counter()
+        kept = [r for r in records if r.session_id not in erased]
+        rebuilt = run_sleep(base, kept, registry, BASE, again_cfg, progress=_printer())
+        result |= {
+            "rebuild_s": round(time.perf_counter() - t0, 1), "rebuild_gate": rebuilt.summary()["gate"],
+            "rebuilt_sessions": sorted({r.session_id for r in kept}), "adapter": str(args.workdir / "rebuilt"),
+        }  # fmt: skip
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, default=str))
+        return
+    if args.phase == "probe":
+        adapters = {k: v for k, v in (("first", args.first), ("rebuilt", args.rebuilt)) if v}
+        result["rows"] = _probe(base, adapters, groups, args.max_new_tokens)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, default=str))
+        return
 
     with tempfile.TemporaryDirectory(prefix="sleepd-erasure-") as tmp:
         registry = AdapterRegistry(Path(tmp) / "registry")
@@ -81,21 +111,23 @@ def main() -> None:
         result |= {"tainted": sorted(tainted), "clean_ancestor": clean, "rebuilt": v2,
                    "rebuilt_sessions": registry.get(v2).lineage["sessions"] if v2 else []}  # fmt: skip
 
-        served = Policy.serving(base, {"first": registry.path(v1), **({"rebuilt": registry.path(v2)} if v2 else {})})
-        groups = {
-            "erased": [(f, p) for f, s in zip(facts, sessions, strict=True) if s in erased for p in f.probes],
-            "kept": [(f, p) for f, s in zip(facts, sessions, strict=True) if s not in erased for p in f.probes],
-        }
-        rows: dict[str, Any] = {}
-        for group, items in groups.items():
-            prompts = [served.chat_ids([{"role": "user", "content": p.question}]) for _, p in items]
-            for name, adapter in (("base", None), ("first version", "first"), ("rebuilt", "rebuilt" if v2 else None)):
-                row = score(ask(served, adapter, prompts, args.max_new_tokens), items)["all"]
-                rows[f"{group} facts, {name}"] = row
-                print(json.dumps({f"{group} facts, {name}": row}), flush=True)
-    result["rows"] = rows
+        result["rows"] = _probe(base, {"first": registry.path(v1), "rebuilt": registry.path(v2)}, groups,
+                                args.max_new_tokens)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
+
+
+def _probe(base: Path, adapters: dict[str, Path], groups: dict[str, list[Any]], max_new_tokens: int) -> dict[str, Any]:
+    """Every probe closed-book, per group (erased, kept), on the base model and on each adapter."""
+    served = Policy.serving(base, adapters)
+    rows: dict[str, Any] = {}
+    for group, items in groups.items():
+        prompts = [served.chat_ids([{"role": "user", "content": p.question}]) for _, p in items]
+        for name in (None, *adapters):
+            row = score(ask(served, name, prompts, max_new_tokens), items)["all"]
+            rows[f"{group} facts, {name or 'base'}"] = row
+            print(json.dumps({f"{group} facts, {name or 'base'}": row}), flush=True)
+    return rows
 
 
 def _override(registry: AdapterRegistry, base: Path, cfg: SleepConfig, sessions: list[str]) -> str:
