@@ -22,6 +22,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -238,6 +239,18 @@ def main() -> None:
         )
     print(json.dumps({k: v for k, v in summary.items() if k not in ("rounds", "config")}, indent=2))
 
+
+async def read_stream(stream: Any, start: float) -> tuple[float | None, int, str | None]:
+    """Consume an OpenAI chat stream: (seconds to its first content token, completion tokens, finish reason)."""
+    ttft, tokens, finish = None, 0, None
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content and ttft is None:
+            ttft = time.perf_counter() - start
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
+        if chunk.usage:
+            tokens = chunk.usage.completion_tokens
+    return ttft, tokens, finish
 
 if __name__ == "__main__":
     main()

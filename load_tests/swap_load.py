@@ -33,7 +33,7 @@ import redis
 import redis.asyncio as aioredis
 from openai import AsyncOpenAI
 
-from load_tests.serving_bench import pct, wait_ready
+from load_tests.serving_bench import pct, read_stream, wait_ready
 from sleepd.active_adapter import ActiveAdapter
 from sleepd.models import resolve_model
 from sleepd.registry import BASE, AdapterRegistry, base_model_fingerprint
@@ -93,13 +93,7 @@ class Load:
             parsed: Any = raw.parse()
             ttft, tokens, finish = None, 0, None
             if stream:
-                async for chunk in parsed:
-                    if chunk.choices and chunk.choices[0].delta.content and ttft is None:
-                        ttft = time.perf_counter() - start
-                    if chunk.choices and chunk.choices[0].finish_reason:
-                        finish = chunk.choices[0].finish_reason
-                    if chunk.usage:
-                        tokens = chunk.usage.completion_tokens
+                ttft, tokens, finish = await read_stream(parsed, start)
             else:
                 finish, tokens = parsed.choices[0].finish_reason, parsed.usage.completion_tokens
             end, complete = time.perf_counter(), finish == "length" and tokens == self.max_tokens

@@ -45,7 +45,7 @@ import httpx
 import redis
 from openai import AsyncOpenAI, AsyncStream
 
-from load_tests.serving_bench import pct, wait_ready
+from load_tests.serving_bench import pct, read_stream, wait_ready
 from sleepd.models import resolve_model
 from sleepd.registry import BASE
 from sleepd.testing import build_random_lora, build_tiny_llama
@@ -136,13 +136,7 @@ class Load:
             parsed: Any = raw.parse()
             ttft, tokens, finish, probe_tokens = None, 0, None, None
             if stream:
-                async for chunk in parsed:
-                    if chunk.choices and chunk.choices[0].delta.content and ttft is None:
-                        ttft = time.perf_counter() - start
-                    if chunk.choices and chunk.choices[0].finish_reason:
-                        finish = chunk.choices[0].finish_reason
-                    if chunk.usage:
-                        tokens = chunk.usage.completion_tokens
+                ttft, tokens, finish = await read_stream(parsed, start)
             else:
                 choice = parsed.choices[0]
                 finish, tokens = choice.finish_reason, parsed.usage.completion_tokens
