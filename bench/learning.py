@@ -94,6 +94,23 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return round(c - h, 3), round(c + h, 3)
 
 
+def paired_ratio(closed: list[bool], opened: list[bool], resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    """Closed-book over in-context recall, with a 95% interval from a paired bootstrap over probes (both
+    conditions resampled together, so a probe that is hard in both counts once)."""
+    n = len(closed)
+    ratio = sum(closed) / max(sum(opened), 1)
+    rng = random.Random(seed)
+    draws = []
+    for _ in range(resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        bar = sum(opened[i] for i in idx)
+        if bar:
+            draws.append(sum(closed[i] for i in idx) / bar)
+    draws.sort()
+    low, high = (draws[int(0.025 * len(draws))], draws[int(0.975 * len(draws)) - 1]) if draws else (0.0, 0.0)
+    return {"ratio": round(ratio, 3), "ci95": (round(low, 3), round(high, 3))}
+
+
 def score(answers: list[str], items: list[tuple[Fact, Probe]]) -> dict[str, Any]:
     hits = [is_correct(a, p, f.wrong) for a, (f, p) in zip(answers, items, strict=True)]
 
@@ -241,8 +258,8 @@ def main() -> None:
             print(json.dumps({name: {k: v for k, v in rows[name].items() if k != "hits"}}), flush=True)
     result["rows"] = rows
     result["answers"] = {name: list(zip([p.question for _, p in items], a, strict=True)) for name, a in answers.items()}
-    bar, got = rows["in context (the bar)"]["all"], rows["candidate adapter"]["all"]
-    result["closed_over_context"] = round(got["correct"] / max(bar["correct"], 1), 3)
+    bar, got = rows["in context (the bar)"]["hits"], rows["candidate adapter"]["hits"]
+    result["closed_over_context"] = paired_ratio(got, bar)
     result["total_s"] = round(time.perf_counter() - t_start, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))

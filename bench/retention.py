@@ -85,8 +85,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"config": vars(args), "rows": rows, "retention": retention}, indent=2,
                                    default=str))  # fmt: skip
-    print(f"\nretention of sleep 1's facts after {len(rows)} sleeps: {kept[-1] if kept else 0}/"
-          f"{kept[0] if kept else 0} = {retention:.2f}")
+    print(
+        f"\nretention of sleep 1's facts after {len(rows)} sleeps: {kept[-1] if kept else 0}/"
+        f"{kept[0] if kept else 0} = {retention:.2f}"
+    )
 
 
 if __name__ == "__main__":

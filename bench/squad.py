@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from bench.learning import RESULTS, ROOT, ask, records_of, wilson
+from bench.learning import RESULTS, ROOT, _printer, ask, leaks, paired_ratio, records_of, wilson
 from bench.suite import states
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.sleep import SleepConfig, run_sleep
@@ -65,26 +65,34 @@ def main() -> None:
         candidate = Path(tmp) / "candidate"
         t0 = time.perf_counter()
         cfg = dataclasses.replace(SleepConfig(threads=args.threads or None), keep_candidate=candidate)
-        report = run_sleep(base, records_of(convs, f"squad{args.seed}"), registry, BASE, cfg)
+        report = run_sleep(base, records_of(convs, f"squad{args.seed}"), registry, BASE, cfg, progress=_printer())
         result["sleep"] = report.summary()
+        # Reported, not fatal: the sleep writes its own questions from the passage (as SEAL's self-edits do) and
+        # never sees the dataset's; a match means the model asked itself the same question.
+        result["probes_matching_trained_questions"] = len(leaks([q for _, q, _ in items], report.trained_questions))
         result["train_s"] = round(time.perf_counter() - t0, 1)
         published = registry.path(report.published.version) if report.published else None
         evaluator = Policy.serving(base, {"candidate": candidate, **({"published": published} if published else {})})
         closed = [evaluator.chat_ids([{"role": "user", "content": q}]) for _, q, _ in items]
         opened = [evaluator.chat_ids([*convs[i], {"role": "user", "content": q}]) for i, q, _ in items]
-        rows = {}
+        rows: dict[str, Any] = {}
+        hits: dict[str, list[bool]] = {}
+        answers: dict[str, list[str]] = {}
         for name, adapter, prompts in (
             ("base, closed-book", None, closed),
             ("in context (the bar)", None, opened),
             ("after the sleep, served", "published" if published else None, closed),
             ("candidate adapter", "candidate", closed),
         ):
-            answers = ask(evaluator, adapter, prompts, args.max_new_tokens)
-            k = sum(states(a, ref) for a, (_, _, ref) in zip(answers, items, strict=True))
-            n = len(items)
+            answers[name] = ask(evaluator, adapter, prompts, args.max_new_tokens)
+            hits[name] = [states(a, ref) for a, (_, _, ref) in zip(answers[name], items, strict=True)]
+            k, n = sum(hits[name]), len(items)
             rows[name] = {"correct": k, "n": n, "rate": round(k / n, 3), "ci95": wilson(k, n)}
             print(json.dumps({name: rows[name]}), flush=True)
     result["rows"] = rows
+    result["closed_over_context"] = paired_ratio(hits["candidate adapter"], hits["in context (the bar)"])
+    result["answers"] = {name: [[q, ref, a] for (_, q, ref), a in zip(items, got, strict=True)]
+                         for name, got in answers.items()}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
 
