@@ -252,5 +252,6 @@ async def read_stream(stream: Any, start: float) -> tuple[float | None, int, str
             tokens = chunk.usage.completion_tokens
     return ttft, tokens, finish
 
+
 if __name__ == "__main__":
     main()

@@ -4,8 +4,9 @@ Phases, each the same closed-loop chat load (`--concurrency` clients, every requ
 `ignore_eos`, temperature 0, half of them streamed) for `--seconds`:
 
 1. **base**: no API key exists yet (open API, one tenant, the base model on the plain path): the reference.
-2. **keyed-zero**: one key, for a tenant with no adapter. Once a key exists every request runs on the LoRA path
-   (a tenant without a version gets a zero adapter), so this is the cost of keyed mode alone.
+2. **keyed-base**: one key, for a tenant with no adapter. Once a key exists merged serving is off and every
+   request goes through the per-tenant routes (a tenant without a version runs without a LoRA, or on a zero
+   adapter with `SLEEPD_CPU_LORA_OPS=vllm`), so this is the cost of keyed mode alone.
 3. **tenants-1 / tenants-4 / tenants-16**: N tenants, each with its own random rank-16 adapter (all seven
    projections, as a sleep makes) published and activated through the admin API; the load goes round-robin
    over the N tenants' keys. With 16 tenants and `--max-loras` engine slots (default 4, vLLM's LoRA LRU holds as
@@ -264,9 +265,9 @@ async def drive(base_url: str, model: str, admin_token: str, args: argparse.Name
         tenants.append(Tenant(name, None, meta["version"]))
     publish_s = time.perf_counter() - t0
 
-    # 2. Keyed mode, a tenant with no adapter: the zero adapter on the LoRA path.
+    # 2. Keyed mode, a tenant with no adapter (no LoRA; a zero adapter where vLLM's CPU ops are kept).
     zero = Tenant(ZERO_TENANT, (await post("/admin/keys", {"tenant": ZERO_TENANT}))["key"], BASE)
-    await measure("keyed-zero", [zero])
+    await measure("keyed-base", [zero])
     for t in tenants:
         t.key = (await post("/admin/keys", {"tenant": t.name}))["key"]
 
@@ -334,7 +335,7 @@ async def drive(base_url: str, model: str, admin_token: str, args: argparse.Name
             "tenants": len(refs),
             "distinct_among_tenants": len(set(refs)),
             "differ_from_base": sum(r != base_ref for r in refs),
-            "zero_adapter_equals_base": "".join(zero.reference or []) == base_ref,
+            "no_adapter_equals_base": "".join(zero.reference or []) == base_ref,
             "base": base_ref,
             "by_tenant": dict(zip([t.name for t in tenants], refs, strict=True)),
         },
