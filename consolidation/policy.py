@@ -13,7 +13,7 @@ The new expert starts at B = 0, so the student starts as the teacher without con
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +129,14 @@ class Policy:
 
     @torch.no_grad()
     def generate(
-        self, prompts: list[list[int]], *, student: bool, n: int = 1, max_new_tokens: int = 48, temperature: float = 0.0
+        self,
+        prompts: list[list[int]],
+        *,
+        student: bool,
+        n: int = 1,
+        max_new_tokens: int = 48,
+        temperature: float = 0.0,
+        on_chunk: Callable[[int, int], None] | None = None,
     ) -> list[list[int]]:
         """n completions per prompt (prompt-major order), cut at the first end-of-turn token.
 
@@ -143,6 +150,8 @@ class Policy:
             rows = self._generate_chunk([prompts[i] for i in chunk], student, n, max_new_tokens, temperature)
             for j, i in enumerate(chunk):
                 out[i * n : (i + 1) * n] = rows[j * n : (j + 1) * n]
+            if on_chunk:  # prompts done so far, of all: long sampling calls report progress (sleep phases)
+                on_chunk(start + len(chunk), len(order))
         return out
 
     def _generate_chunk(

@@ -266,7 +266,10 @@ def prepare(
     """Questions and teacher distributions for the new statements, probes held out, earlier facts to replay."""
     rng = random.Random(cfg.seed)
     on_progress(0.05, "questions")
-    asked = asked_questions(policy, found, cfg.asked_per_statement, cfg.asked_samples)
+    asked = asked_questions(
+        policy, found, cfg.asked_per_statement, cfg.asked_samples,
+        on_chunk=lambda done, total: on_progress(0.05 + 0.2 * done / total, "questions"),
+    )  # fmt: skip
     targets: list[Target] = keyed_targets(policy, found, cfg.keyed_per_span, rng)
     targets += cloze_targets(policy, found, cfg.cloze_per_span, rng)
     probes: list[Target] = []

@@ -56,9 +56,7 @@ _PERSON = [
     ("mine", "yours"), ("ours", "yours"), ("my", "your"), ("our", "your"), ("me", "you"), ("us", "you"),
     ("we", "you"), ("i", "you"),
 ]  # fmt: skip
-_PERSON_RE = re.compile(
-    r"(?<![\w'\u2019-])(" + "|".join(re.escape(a) for a, _ in _PERSON) + r")(?![\w'\u2019-])", re.I
-)
+_PERSON_RE = re.compile(r"(?<![\w'\u2019-])(" + "|".join(re.escape(a) for a, _ in _PERSON) + r")(?![\w'\u2019-])", re.I)
 _PERSON_MAP = dict(_PERSON)
 
 

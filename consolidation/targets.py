@@ -142,7 +142,13 @@ def _blank(text: str, span: str) -> str:
 
 
 def asked_questions(
-    policy: Policy, statements: list[Statement], n: int, samples: int, temperature: float = 0.9, max_spans: int = 3
+    policy: Policy,
+    statements: list[Statement],
+    n: int,
+    samples: int,
+    temperature: float = 0.9,
+    max_spans: int = 3,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> list[list[str]]:
     """Up to n distinct questions the teacher writes about each statement, in one batched sampling call: for
     each of its spans (up to `max_spans`), questions whose answer is that span (answer-aware: the code from the
@@ -156,7 +162,8 @@ def asked_questions(
         for span in st.spans[:max_spans] or (None,):
             prompts.append(answer_prompt(policy, st.text, span) if span else statement_prompt(policy, st.text))
             owners.append((i, span))
-    drawn = policy.generate(prompts, student=False, n=samples, temperature=temperature, max_new_tokens=32)
+    drawn = policy.generate(prompts, student=False, n=samples, temperature=temperature, max_new_tokens=32,
+                            on_chunk=on_chunk)  # fmt: skip
     per_span: list[list[list[str]]] = [[] for _ in statements]
     for k, (i, span) in enumerate(owners):
         found: list[str] = []
