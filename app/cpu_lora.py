@@ -24,15 +24,20 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def lora_matmul(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Row t of the result is `inputs[t] @ weights[indices[t]].T`, or zeros where `indices[t] < 0`.
+def lora_matmul(
+    inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """Row t of the result is `inputs[t] @ weights[indices[t]].T`, or zeros where `indices[t] < 0`; None when no
+    row has a LoRA (one pass over the indices decides both).
 
     `weights`: (slots, out, in) or (slots, 1, out, in), as vLLM stacks them."""
+    ids = torch.unique(indices).tolist()  # sorted: the last is the largest
+    if not ids or ids[-1] < 0:
+        return None
     if weights.dim() == 4:
         weights = weights.squeeze(1)
     x = inputs.to(dtype)
-    ids = torch.unique(indices).tolist()
-    if len(ids) == 1 and ids[0] >= 0:  # the common case: one adapter serves the whole batch
+    if len(ids) == 1:  # the common case: one adapter serves the whole batch
         return x @ weights[ids[0]].to(dtype).T
     out = x.new_zeros(x.shape[0], weights.shape[-2])
     for i in ids:
@@ -43,10 +48,6 @@ def lora_matmul(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tens
     return out
 
 
-def _no_lora(indices: torch.Tensor) -> bool:
-    return bool((indices < 0).all())
-
-
 def bgmv_shrink(
     inputs: torch.Tensor,
     lora_b_weights: torch.Tensor,
@@ -55,10 +56,8 @@ def bgmv_shrink(
     scaling: float = 1.0,
 ) -> None:
     rank = lora_b_weights.shape[-2]
-    if _no_lora(lora_indices_tensor):
-        output_tensor[:, :rank] = 0
-        return
-    output_tensor[:, :rank] = scaling * lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    outputs = lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    output_tensor[:, :rank] = 0 if outputs is None else scaling * outputs
 
 
 def bgmv_expand(
@@ -70,11 +69,11 @@ def bgmv_expand(
 ) -> None:
     # LoRA and model may pad the output differently: only the common width is written (as vLLM's op does).
     common = min(lora_b_weights.shape[-2], output_tensor.shape[1])
-    if _no_lora(lora_indices_tensor):
+    outputs = lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    if outputs is None:
         if not add_inputs:
             output_tensor[:, :common] = 0
         return
-    outputs = lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     limit = 1 if outputs.shape[0] == 1 and output_tensor.shape[0] != 1 else output_tensor.shape[0]
     if add_inputs:
         output_tensor[:, :common] += outputs[:limit, :common]
@@ -92,11 +91,11 @@ def bgmv_expand_slice(
     add_inputs: bool = True,
 ) -> None:
     target = output_tensor[:, slice_offset : slice_offset + slice_size]
-    if _no_lora(lora_indices_tensor):
+    outputs = lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    if outputs is None:
         if not add_inputs:
             target.zero_()
         return
-    outputs = lora_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     if add_inputs:
         target += outputs
     else:
@@ -155,10 +154,14 @@ def sgmv_expand_slice(
     bgmv_expand_slice(inputs, lora_b_weights, output_tensor, indices, slice_offset, slice_size, add_inputs)
 
 
+def _grouped_ops() -> bool:
+    return os.environ.get("SLEEPD_CPU_LORA_OPS", "grouped") != "vllm"
+
+
 def last_slot_bug(gpu: bool) -> bool:
     """Whether rows without a LoRA get the last slot's delta here: only on CPU with vLLM's own ops (GPU kernels
     skip index -1; the grouped ops give it zero)."""
-    return not gpu and os.environ.get("SLEEPD_CPU_LORA_OPS", "grouped") == "vllm"
+    return not gpu and not _grouped_ops()
 
 
 OPS: dict[str, Any] = {
@@ -173,7 +176,7 @@ OPS: dict[str, Any] = {
 
 def register() -> None:
     """vLLM general plugin (pyproject.toml entry point): runs in the API, engine-core and worker processes."""
-    if os.environ.get("SLEEPD_CPU_LORA_OPS", "grouped") == "vllm":
+    if not _grouped_ops():
         return
     try:
         from vllm.lora.punica_wrapper import punica_cpu

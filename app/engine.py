@@ -153,6 +153,7 @@ class EngineRunner:
                 for obj in (serving.openai_serving_chat, serving.openai_serving_completion):
                     route_adapters(obj)
                 s = self.settings
+                last_slot_bug = cpu_lora.last_slot_bug(_on_gpu())
                 adapters = AdapterManager(
                     client,
                     self.registry,
@@ -171,13 +172,13 @@ class EngineRunner:
                     retry_max_s=s.adapter_retry_max_s,
                     warm_up_first=_on_gpu(),
                     keyed=lambda: self.key_cache is not None and self.key_cache.keyed,
-                    reserve_last_slot=cpu_lora.last_slot_bug(_on_gpu()),
+                    reserve_last_slot=last_slot_bug,
                 )
                 tenants = TenantRoutes(
                     client, self.registry, self.pointer, served_name=s.served_model_name,
                     base_model=_fingerprint(model_path), model_path=model_path, max_rank=s.max_lora_rank,
                     work_dir=s.data_dir / "serving", take_id=adapters.take_id,
-                    refresh_s=s.adapter_reconcile_interval_s, zero_for_base=cpu_lora.last_slot_bug(_on_gpu()),
+                    refresh_s=s.adapter_reconcile_interval_s, zero_for_base=last_slot_bug,
                 )  # fmt: skip
                 self.engine = Engine(client, serving, args, model_path, adapters, tenants)
                 # Converge on the registry's active version before taking traffic, then keep following it.
