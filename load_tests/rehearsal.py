@@ -107,7 +107,7 @@ class Rehearsal:
         env = {**self.servers[0].env, **WORKER_ENV, "SLEEPD_DATA_DIR": str(self.workdir / f"worker{i}"),
                "SLEEPD_REGISTRY_DIR": str(self.registry)}  # fmt: skip
         log = open(self.workdir / f"worker{i}.log", "ab")  # noqa: SIM115 - the child writes to it for its whole life
-        return subprocess.Popen([sys.executable, "-m", "sleepd.cli", "worker"], cwd=ROOT, env=env, stdout=log,
+        return subprocess.Popen([sys.executable, "-m", "cli", "worker"], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
     def admin(self, server: Server, method: str, path: str, **kw: Any) -> httpx.Response:

@@ -139,7 +139,7 @@ def start_servers(model: str, args: argparse.Namespace, workdir: Path) -> Server
         "SLEEPD_KV_CACHE_GIB": str(args.kv_cache_gib), "SLEEPD_DTYPE": "float32",
     }  # fmt: skip
     sleepd = subprocess.Popen(
-        [sys.executable, "-m", "sleepd.cli", "serve"], env=senv, cwd=ROOT,
+        [sys.executable, "-m", "cli", "serve"], env=senv, cwd=ROOT,
         stdout=open(workdir / "sleepd.log", "wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     servers = {"vllm": (f"http://127.0.0.1:{vport}", vllm), "sleepd": (f"http://127.0.0.1:{sport}", sleepd)}

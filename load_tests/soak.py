@@ -149,7 +149,7 @@ class Soak:
     def start_worker(self) -> None:
         assert self.server is not None
         log = open(self.workdir / "worker.log", "ab")  # noqa: SIM115 - the child writes to it for its whole life
-        self.worker = subprocess.Popen([sys.executable, "-m", "sleepd.cli", "worker"], cwd=ROOT,
+        self.worker = subprocess.Popen([sys.executable, "-m", "cli", "worker"], cwd=ROOT,
                                        env={**self.server.env, **WORKER_ENV}, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True)  # fmt: skip
 

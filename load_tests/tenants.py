@@ -183,7 +183,7 @@ def start_server(model: str, args: argparse.Namespace, workdir: Path, admin_toke
     if args.max_lora_rank:
         env["SLEEPD_MAX_LORA_RANK"] = str(args.max_lora_rank)
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - the child writes to it for its whole life
-    proc = subprocess.Popen([sys.executable, "-m", "sleepd.cli", "serve"], env=env, cwd=ROOT, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=env, cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT)  # fmt: skip
     base_url = f"http://127.0.0.1:{port}"
     wait_ready(base_url, proc, "/ready")

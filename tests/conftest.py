@@ -131,7 +131,7 @@ def _start_server(model: str, redis_url: str, data_dir: Path, **overrides: str) 
     log_path = data_dir / f"server-{port}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - the child writes to it for its whole life
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sleepd.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        [sys.executable, "-m", "cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
     )
     server = Server(f"http://127.0.0.1:{port}", proc, data_dir, log_path, env)
     deadline = time.monotonic() + 300

@@ -24,7 +24,7 @@ FACTS = [
 
 def run_cli(server: Server, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sleepd.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env={**server.env, **env}, cwd=ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
 

@@ -8,7 +8,7 @@ from functools import cache
 
 import typer
 
-from sleepd.cli import app as cli_app
+from cli.main import app as cli_app
 from sleepd.config import Settings
 from tests.deploy.promql import ROOT
 

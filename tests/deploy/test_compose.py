@@ -84,6 +84,14 @@ def test_bind_mounts_name_files_that_exist_and_prometheus_loads_the_rules() -> N
     assert services["grafana"]["environment"]["PROMETHEUS_URL"] == "http://prometheus:9090"
 
 
+def packages() -> set[str]:
+    """The top-level packages pyproject.toml installs (its `include` patterns, as folder names)."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    return {pattern.rstrip("*") for pattern in include}
+
+
 def test_dockerfiles_parse_copy_what_exists_and_run_sleepd() -> None:
     import dockerfile
 
@@ -102,6 +110,8 @@ def test_dockerfiles_parse_copy_what_exists_and_run_sleepd() -> None:
                 assert not unknown_settings(env), f"{name}: {unknown_settings(env)}"
                 if "SLEEPD_MODEL" in env:
                     assert env["SLEEPD_MODEL"].endswith(DEFAULT_MODEL_DIRNAME), "the model prepared at build time"
+        copied = {c.value[-1].strip("./") for c in commands if c.cmd == "COPY"}
+        assert packages() <= copied, f"{name}: packages not copied into the image: {packages() - copied}"
         entry = next(c for c in commands if c.cmd == "ENTRYPOINT").value
         cmd = next(c for c in commands if c.cmd == "CMD").value
         assert entry[-1] == "sleepd" and cmd[0] in cli_commands()

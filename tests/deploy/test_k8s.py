@@ -77,8 +77,8 @@ def test_api_rolls_out_without_dropping_streams() -> None:
     probes = [container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe", "startupProbe")]
     assert set(probes) <= health_paths(), f"probes {probes} vs routes {health_paths()}"
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
-    # uvicorn's graceful shutdown in `sleepd serve` (sleepd/cli.py) waits this long for requests in flight.
-    cli = (ROOT / "sleepd" / "cli.py").read_text()
+    # uvicorn's graceful shutdown in `sleepd serve` (cli/main.py) waits this long for requests in flight.
+    cli = (ROOT / "cli" / "main.py").read_text()
     drain = int(cli.split("timeout_graceful_shutdown=")[1].split(",")[0].split(")")[0])
     assert pod["terminationGracePeriodSeconds"] > pre_stop + drain
 

@@ -37,7 +37,7 @@ WORKER_ENV = {
 
 def start_worker(server: Server, log: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sleepd.cli", "worker"], env={**server.env, **WORKER_ENV}, cwd=ROOT,
+        [sys.executable, "-m", "cli", "worker"], env={**server.env, **WORKER_ENV}, cwd=ROOT,
         stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60

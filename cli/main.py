@@ -154,7 +154,7 @@ def up() -> None:
         env["SLEEPD_REDIS_URL"] = local_url
     for name in ("api", "worker", "scheduler"):
         cmd = "serve" if name == "api" else name
-        children.append((name, subprocess.Popen([sys.executable, "-m", "sleepd.cli", cmd], env=env)))
+        children.append((name, subprocess.Popen([sys.executable, "-m", "cli", cmd], env=env)))
     console.print(
         f"[green]sleepd[/] API on http://{settings.host}:{settings.port}/v1 (model '{settings.served_model_name}'); "
         f"admin token in {settings.data_dir / 'admin_token'}"
@@ -410,6 +410,7 @@ def consolidate(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from consolidation.dreaming import DreamingConfig
+    from consolidation.drift import DriftBudget
     from consolidation.gate import GateConfig
     from consolidation.policy import ExpertConfig
     from consolidation.seeding import SeedingConfig
@@ -439,6 +440,7 @@ def consolidate(
             max_base_kl=settings.gate_max_base_kl,
         ),
         asked_per_statement=settings.sleep_asked_per_statement,
+        drift=DriftBudget(max_kl=settings.sleep_drift_budget) if settings.sleep_drift_budget > 0 else None,
         max_rank=settings.max_lora_rank,
     )
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.fields[info]}"),
