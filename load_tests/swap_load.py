@@ -6,8 +6,11 @@
    ratio of medians (goal >= 0.9).
 2. **Publish -> first token on the new version** under steady chat load over `--swaps` pointer moves (new
    versions written into the registry then the pointer compare-and-set, as the sleep worker does, and
-   rollbacks to the previous version), p50/p99 (goal <= 2 s p99). Every `--merge-every`-th swap also waits for
-   the merge, so merges (and the wait they impose on new requests) happen under load too.
+   rollbacks to the previous version), p50/p99 (goal <= 2 s p99), split into the swap itself (publish -> the
+   server reports the version) and the probe's own time to first token, beside a control probe sent on the old
+   version just before each move (what a first token costs under this load with no swap). Every
+   `--merge-every`-th swap also waits for the merge, so merges (and the wait they impose on new requests) happen
+   under load too.
 3. **Failed or cut requests** during all of it (goal 0): errors, and streams that ended without a finish reason
    or with fewer tokens than asked (`ignore_eos`, so every stream must deliver all of them).
 
@@ -111,7 +114,7 @@ def start_server(model: str, registry: AdapterRegistry, args: argparse.Namespace
         "SLEEPD_MAX_MODEL_LEN": "2048", "SLEEPD_KV_CACHE_GIB": "2", "SLEEPD_ADAPTER_SERVING": args.serving,
     }  # fmt: skip
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - the child writes to it for its whole life
-    proc = subprocess.Popen([sys.executable, "-m", "sleepd.cli", "serve"], env=env, cwd=ROOT, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=env, cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT)  # fmt: skip
     base_url = f"http://127.0.0.1:{port}"
     wait_ready(base_url, proc, "/ready")
@@ -133,20 +136,29 @@ async def until_serving(http: httpx.AsyncClient, version: str, merged: bool, tim
     raise TimeoutError(f"not serving {version} (merged={merged}) after {timeout_s} s")
 
 
-async def first_token_on(base_url: str, version: str, t_pub: float, http: httpx.AsyncClient) -> float:
+async def probe(client: AsyncOpenAI) -> tuple[float, str]:
+    """One short streamed chat: seconds to its first token, and the version that answered it."""
+    t0 = time.perf_counter()
+    raw = await client.chat.completions.with_raw_response.create(
+        model="sleepd", messages=[{"role": "user", "content": "Say hello."}], max_tokens=2, stream=True
+    )
+    async for chunk in raw.parse():
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    return time.perf_counter() - t0, raw.headers["x-sleepd-adapter"]
+
+
+async def first_token_on(client: AsyncOpenAI, version: str, t_pub: float, http: httpx.AsyncClient
+                         ) -> tuple[float, float, float]:  # fmt: skip
     """Seconds from the pointer move until a fresh request's first token, served by `version` (polls until
-    the server reports the version, then asks; retries if the answer still came from another version)."""
-    async with AsyncOpenAI(base_url=base_url + "/v1", api_key="x", max_retries=0, timeout=120) as client:
-        while True:
-            await until_serving(http, version, merged=False)
-            raw = await client.chat.completions.with_raw_response.create(
-                model="sleepd", messages=[{"role": "user", "content": "Say hello."}], max_tokens=2, stream=True
-            )
-            async for chunk in raw.parse():
-                if chunk.choices and chunk.choices[0].delta.content:
-                    break
-            if raw.headers["x-sleepd-adapter"] == version:
-                return time.perf_counter() - t_pub
+    the server reports the version, then asks; retries if the answer still came from another version); and its
+    two parts: until the server reported the version (the swap), and that request's own time to first token."""
+    while True:
+        await until_serving(http, version, merged=False)
+        active = time.perf_counter() - t_pub
+        ttft, answered = await probe(client)
+        if answered == version:
+            return time.perf_counter() - t_pub, active, ttft
 
 
 async def throughput(load: Load, args: argparse.Namespace) -> dict[str, float]:
@@ -198,6 +210,7 @@ async def drive(base_url: str, model: str, registry: AdapterRegistry, args: argp
     load.samples, load.stop, load.phase = [], asyncio.Event(), "swaps"
     load.max_tokens = args.swap_max_tokens
     load_task = asyncio.create_task(load.run())
+    client = AsyncOpenAI(base_url=base_url + "/v1", api_key="x", max_retries=0, timeout=120)
     await asyncio.sleep(args.swap_every_s)
     history = [await pointer.get()]
     swaps: list[dict[str, Any]] = []
@@ -211,10 +224,14 @@ async def drive(base_url: str, model: str, registry: AdapterRegistry, args: argp
             meta = await asyncio.to_thread(registry.publish, src, base_model=fingerprint, source="external")
             version = meta.version
             history.append(version)
+        # Control: the same probe just before the move, on the version serving now: what a first token costs
+        # under this load without a swap.
+        control, _ = await probe(client)
         t_pub = await move(version, "load test rollback" if rollback else "load test publish")
-        first = await first_token_on(base_url, version, t_pub, http)
+        first, active, ttft = await first_token_on(client, version, t_pub, http)
         swap: dict[str, Any] = {"swap": i + 1, "kind": "rollback" if rollback else "publish", "version": version,
-                               "publish_to_first_token_s": round(first, 3)}  # fmt: skip
+                               "publish_to_first_token_s": round(first, 3), "publish_to_active_s": round(active, 3),
+                               "probe_ttft_s": round(ttft, 3), "control_ttft_s": round(control, 3)}  # fmt: skip
         if merged and (i + 1) % args.merge_every == 0:
             await until_serving(http, version, merged=True)
             swap["publish_to_merged_s"] = round(time.perf_counter() - t_pub, 3)
@@ -223,6 +240,7 @@ async def drive(base_url: str, model: str, registry: AdapterRegistry, args: argp
         await asyncio.sleep(args.swap_every_s)
     load.stop.set()
     await load_task
+    await client.close()
     await http.aclose()
     await r.aclose()
 
@@ -245,6 +263,13 @@ async def drive(base_url: str, model: str, registry: AdapterRegistry, args: argp
             "publish_to_first_token_p50_s": pct(firsts, 0.5),
             "publish_to_first_token_p99_s": pct(firsts, 0.99),
             "publish_to_first_token_max_s": max(firsts) if firsts else None,
+            # Its parts: the swap itself (until the server reports the version), the probe's own first token,
+            # and the same probe on the old version just before the move (the load's cost, no swap).
+            **{
+                f"{part}_{q}_s": pct([s[part + "_s"] for s in swaps], x)
+                for part in ("publish_to_active", "probe_ttft", "control_ttft")
+                for q, x in (("p50", 0.5), ("p99", 0.99))
+            },
             "publish_to_merged_p50_s": pct(to_merged, 0.5),
             "rows": swaps,
         },
