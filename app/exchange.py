@@ -100,7 +100,8 @@ class ExchangeCapture:
             if piece:
                 if self.ttft_ms is None:
                     self.ttft_ms = (time.perf_counter() - self.start) * 1000
-                    metrics.TTFT.labels(self.endpoint).observe(self.ttft_ms / 1000)
+                    metrics.LATENCY_BY_VERSION.observe(metrics.TTFT, self.endpoint, self.record.adapter,
+                                                       self.ttft_ms / 1000)  # fmt: skip
                 self.texts.setdefault(idx, []).append(piece)
             if choice.get("finish_reason") is not None:
                 self.finish[idx] = choice["finish_reason"]

@@ -2,17 +2,51 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 REQUESTS = Counter("sleepd_requests_total", "API requests by endpoint and HTTP status.", ["endpoint", "status"])
 REQUEST_LATENCY = Histogram(
-    "sleepd_request_latency_seconds", "End-to-end request latency.", ["endpoint"], buckets=_LATENCY_BUCKETS
+    "sleepd_request_latency_seconds",
+    "End-to-end request latency, by endpoint and the adapter version that served it ('base': no adapter; when no"
+    " version was chosen: 'none', e.g. a refused request).",
+    ["endpoint", "version"],
+    buckets=_LATENCY_BUCKETS,
 )
 TTFT = Histogram(
-    "sleepd_time_to_first_token_seconds", "Time to the first streamed token.", ["endpoint"], buckets=_LATENCY_BUCKETS
+    "sleepd_time_to_first_token_seconds",
+    "Time to the first streamed token, by endpoint and the adapter version that served it.",
+    ["endpoint", "version"],
+    buckets=_LATENCY_BUCKETS,
 )
+
+
+class VersionSeries:
+    """Keeps the `version` label of the latency histograms bounded: a server meets a new version per sleep, for
+    months; the series of the `keep` most recently seen versions stay, older ones are removed."""
+
+    def __init__(self, histograms: tuple[Histogram, ...], keep: int = 16) -> None:
+        self.histograms, self.keep = histograms, keep
+        self.seen: OrderedDict[str, set[str]] = OrderedDict()  # version -> endpoints observed with it
+
+    def observe(self, histogram: Histogram, endpoint: str, version: str, seconds: float) -> None:
+        self.seen.setdefault(version, set()).add(endpoint)
+        self.seen.move_to_end(version)
+        while len(self.seen) > self.keep:
+            old, endpoints = self.seen.popitem(last=False)
+            for h in self.histograms:
+                for e in endpoints:
+                    try:
+                        h.remove(e, old)
+                    except KeyError:  # this histogram never saw that pair
+                        pass
+        histogram.labels(endpoint, version).observe(seconds)
+
+
+LATENCY_BY_VERSION = VersionSeries((REQUEST_LATENCY, TTFT))
 TENANT_REQUESTS = Counter(
     "sleepd_tenant_requests_total",
     "/v1 requests with an API key, by tenant and consent (learn, audit, drop). Tenants are operator-created, so"

@@ -103,7 +103,8 @@ class SleepdMiddleware:
             await self.app(scope, body_receive, send_with_headers)
         finally:
             metrics.REQUESTS.labels(endpoint, str(status["code"])).inc()
-            metrics.REQUEST_LATENCY.labels(endpoint).observe(time.perf_counter() - start)
+            metrics.LATENCY_BY_VERSION.observe(metrics.REQUEST_LATENCY, endpoint, str(state.get("adapter", "none")),
+                                               time.perf_counter() - start)  # fmt: skip
 
     async def _bounded_body(self, scope: Scope, receive: Receive) -> Receive | None:
         """Read the body up to the limit; None if it is larger. Returns a receive that replays it."""

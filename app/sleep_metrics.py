@@ -22,7 +22,12 @@ log = logging.getLogger(__name__)
 CYCLES = Gauge("sleepd_sleep_cycles", "Sleep cycles by state: ended so (all time), or queued/running now.", ["state"])
 PHASE = Gauge("sleepd_sleep_phase", "1 for the phase of the cycle running now; no series when none runs.", ["phase"])
 PHASE_SECONDS = Gauge("sleepd_sleep_last_phase_seconds", "Phase durations of the latest finished cycle.", ["phase"])
-GATE = Gauge("sleepd_sleep_last_gate", "Gate values of the latest finished cycle.", ["metric"])
+GATE = Gauge(
+    "sleepd_sleep_last_gate",
+    "Gate values of the latest finished cycle, by metric and the version it built (published, or"
+    " 'rejected-on-<parent>' for a candidate the gate refused, 'skipped-on-<parent>' when nothing was learned).",
+    ["metric", "version"],
+)
 GATE_THRESHOLD = Gauge("sleepd_sleep_gate_threshold", "The gate's configured limits.", ["metric"])
 GATE_REJECTIONS = Gauge("sleepd_sleep_gate_rejections", "Gate rejections since the watermark last moved.")
 LAST_PUBLISHED = Gauge(
@@ -53,7 +58,7 @@ def refresh(client: redis.Redis, settings: Settings, now: float | None = None) -
     outcomes, summary, holder, rejections, failures, workers, queued = (_text(r) for r in pipe.execute())
     pipe = client.pipeline(transaction=False)
     for job_id in (summary.get("running"), summary.get("last_finished")):
-        pipe.hmget(keys.sleep_job(job_id or "-"), ["phase", "phases", "metrics", "state"])
+        pipe.hmget(keys.sleep_job(job_id or "-"), ["phase", "phases", "metrics", "state", "version"])
     running, last = ([_str(v) for v in row] for row in pipe.execute())
 
     for state in sorted(TERMINAL):
@@ -66,10 +71,11 @@ def refresh(client: redis.Redis, settings: Settings, now: float | None = None) -
     if last[1]:
         for phase, seconds in json.loads(last[1]).items():
             PHASE_SECONDS.labels(phase).set(float(seconds))
+    GATE.clear()  # one cycle's values: the previous version's series end when a new cycle finishes
     if last[2]:
         for metric, value in json.loads(last[2]).items():
             if isinstance(value, int | float):
-                GATE.labels(metric).set(float(value))
+                GATE.labels(metric, last[4] or "unknown").set(float(value))
     GATE_THRESHOLD.labels("min_recall_gain").set(settings.gate_min_recall_gain)
     GATE_THRESHOLD.labels("max_anchor_kl").set(settings.gate_max_anchor_kl)
     GATE_THRESHOLD.labels("max_base_kl").set(settings.gate_max_base_kl)

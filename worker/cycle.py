@@ -128,7 +128,8 @@ def run_cycle(job_id: str, options: dict[str, Any], settings: Settings, client: 
                 # An operator moved the pointer while this sleep ran (a rollback): theirs wins. The adapter stays
                 # in the registry; the sessions stay pending for the next sleep, on top of what is active now.
                 jobs.update(job_id, state="superseded", phase="done", progress=1.0, finished_at=time.time(),
-                            error=str(exc), metrics=published.get("gate", {}), report=published)  # fmt: skip
+                            error=str(exc), metrics=published.get("gate", {}), report=published,
+                            version=published["version"])  # fmt: skip
                 _finish(client, job_id)
                 return jobs.get(job_id) or {}
             advance_watermark(client, upto, tenant)
@@ -142,8 +143,9 @@ def run_cycle(job_id: str, options: dict[str, Any], settings: Settings, client: 
                 client.delete(keys.sleep_rejections(tenant))
                 published["note"] = f"rejected {rejections} times: sessions up to {upto} set aside"
             state = "rejected"
+        built = published.get("version") or f"{state}-on-{published.get('parent') or BASE}"  # rejected, skipped
         jobs.update(job_id, state=state, phase="done", progress=1.0, finished_at=time.time(),
-                    metrics=published.get("gate", {}), report=published)  # fmt: skip
+                    metrics=published.get("gate", {}), report=published, version=built)  # fmt: skip
     _finish(client, job_id)
     return jobs.get(job_id) or {}
 

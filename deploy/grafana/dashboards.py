@@ -126,17 +126,6 @@ def quantiles(metric: str, by: str, legend: str) -> list[prometheus.Dataquery]:
     ]
 
 
-def by_adapter(metric: str) -> list[prometheus.Dataquery]:
-    """p50 and p99 of a histogram per server, labelled with the version that server serves now (joined from
-    sleepd_active_adapter_info): the histograms have no version label of their own (NEEDED_METRICS.md)."""
-    version = "* on (instance) group_left (version) (sleepd_active_adapter_info == 1)"
-    return [
-        q(f"histogram_quantile({p}, sum by (le, instance) (rate({metric}_bucket[{RATE}]))) {version}",
-          f"p{int(p * 100)} {{{{version}}}} on {{{{instance}}}}")
-        for p in (0.5, 0.99)
-    ]  # fmt: skip
-
-
 def _board(uid: str, title: str, description: str, items: list[Builder[Any]]) -> dashboard.Dashboard:
     """A dashboard of `items` (panels, and rows that start a titled section), laid out left to right."""
     board = (
@@ -179,16 +168,12 @@ def serving() -> dashboard.Dashboard:
               *quantiles("sleepd_request_latency_seconds", "le, endpoint", "{{endpoint}}"), unit="s"),
         graph("Time to first token p50 / p99 by endpoint", "Streamed requests only.",
               *quantiles("sleepd_time_to_first_token_seconds", "le, endpoint", "{{endpoint}}"), unit="s"),
-        graph(
-            "Time to first token p50 / p99 by adapter",
-            "Per server, labelled with the version that server serves now (requests that straddle a swap count "
-            "toward the new version). An exact split needs a version label on the histogram: deploy/NEEDED_METRICS.md.",
-            *by_adapter("sleepd_time_to_first_token_seconds"),
-            unit="s"),
-        graph(
-            "Request latency p50 / p99 by adapter", "As the TTFT panel beside: per server, by the version it serves.",
-            *by_adapter("sleepd_request_latency_seconds"),
-            unit="s"),
+        graph("Time to first token p50 / p99 by adapter", "Streamed requests, by the adapter version that served "
+              "each one ('base': no adapter), all servers together.",
+              *quantiles("sleepd_time_to_first_token_seconds", "le, version", "{{version}}"), unit="s"),
+        graph("Request latency p50 / p99 by adapter", "End to end, by the version that served each request "
+              "('none': refused before a version was chosen).",
+              *quantiles("sleepd_request_latency_seconds", "le, version", "{{version}}"), unit="s"),
         dashboard.Row("vLLM engine"),
         graph("vLLM: running / waiting requests", "The engine's scheduler queue, per server.",
               q("sum by (instance) (vllm:num_requests_running)", "running {{instance}}"),
@@ -284,13 +269,16 @@ def sleep() -> dashboard.Dashboard:
                          q("max by (phase) (sleepd_sleep_last_phase_seconds)", "{{phase}}")),
         graph("Phase durations over time", "Each cycle's phases, as they changed.",
               q("max by (phase) (sleepd_sleep_last_phase_seconds)", "{{phase}}"), unit="s"),
-        graph("Gate: recall before / after", "Closed-book recall on held-out questions. A cycle passes "
-              "when after - before > SLEEPD_GATE_MIN_RECALL_GAIN.",
-              q('max by (metric) (sleepd_sleep_last_gate{metric=~"recall_before|recall_after"})',
-                "{{metric}}"), unit="percentunit"),
-        graph("Gate: drift against thresholds", "KL against the previous version and the original base, "
-              "beside the configured limits (SLEEPD_GATE_MAX_ANCHOR_KL, SLEEPD_GATE_MAX_BASE_KL).",
-              q('max by (metric) (sleepd_sleep_last_gate{metric=~"anchor_kl|base_kl"})', "{{metric}}"),
+        graph("Gate: recall before / after, per version", "Closed-book recall on held-out questions, for each "
+              "version a cycle built ('rejected-on-vN': a candidate the gate refused). A cycle passes when after - "
+              "before > SLEEPD_GATE_MIN_RECALL_GAIN.",
+              q('max by (metric, version) (sleepd_sleep_last_gate{metric=~"recall_before|recall_after"})',
+                "{{metric}} {{version}}"), unit="percentunit"),
+        graph("Gate: drift against thresholds, per version", "KL against the previous version and the original "
+              "base for each version a cycle built, beside the configured limits (SLEEPD_GATE_MAX_ANCHOR_KL, "
+              "SLEEPD_GATE_MAX_BASE_KL).",
+              q('max by (metric, version) (sleepd_sleep_last_gate{metric=~"anchor_kl|base_kl"})',
+                "{{metric}} {{version}}"),
               q('max by (metric) (sleepd_sleep_gate_threshold{metric=~"max_anchor_kl|max_base_kl"})',
                 "limit {{metric}}")),
         graph("Pending sessions and tokens", "What the next sleep would learn from.",

@@ -52,7 +52,7 @@ from openai import OpenAI
 from sleepd.config import Settings
 from sleepd.testing import build_random_lora
 from sleepd.window import decide, publish_decision
-from tests.conftest import CACHE, ROOT, Server, free_port
+from tests.conftest import CACHE, ROOT, RedisServer, Server, free_port, start_server
 from tests.worker.test_sleep_ops import admin, start_worker, stop, wait_job
 
 PROMETHEUS = shutil.which("prometheus")
@@ -141,6 +141,17 @@ def start_prometheus(target: str, root: Path) -> Prometheus:
     return prom
 
 
+@pytest.fixture(scope="module")
+def server(tiny_model: Path, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of this test's own on Redis database 7: the test creates an API key (the tenant panels), and once a
+    key exists `/v1` stays keyed for every server on that Redis database."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    redis.Redis.from_url(url).flushdb()
+    srv = start_server(str(tiny_model), url, tmp_path_factory.mktemp("live"), SLEEPD_API_KEY_REFRESH_S="0.5")
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture()
 def prometheus(server: Server, tmp_path: Path) -> Iterator[Prometheus]:
     prom = start_prometheus(server.base_url.removeprefix("http://"), tmp_path)
@@ -220,6 +231,25 @@ def chat(server: Server, stream: bool, n: int = 2) -> None:
             else:
                 client.chat.completions.create(model="sleepd", messages=messages, max_tokens=6)
             time.sleep(1.2)  # a labelled series is born at its first observation: a later scrape sees it move
+
+
+def keyed_requests(server: Server) -> None:
+    """A tenant's key and its requests (the tenant panels), and requests with a key nobody issued (401s). Last:
+    from the first key on, `/v1` refuses requests without one."""
+    r = admin(server, "POST", "/admin/keys", json={"tenant": "live", "name": "live metrics"})
+    assert r.status_code == 200, r.text
+    # The first key switches the server to per-tenant serving: while the engine reloads its base weights (the
+    # default tenant's version was merged), /v1 answers 503 "retry shortly", which the client does.
+    with OpenAI(base_url=server.api, api_key=r.json()["key"], max_retries=10, timeout=120) as client:
+        for i in range(2):
+            client.chat.completions.create(model="sleepd", messages=[{"role": "user", "content": f"hi {i}"}],
+                                           max_tokens=4)  # fmt: skip
+            time.sleep(1.2)
+    for _ in range(2):
+        r = httpx.post(server.api + "/chat/completions", headers={"Authorization": "Bearer sk-nobody"},
+                       json={"model": "sleepd", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+        assert r.status_code == 401, r.text
+        time.sleep(1.2)
 
 
 def scheduler_decides(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -305,6 +335,7 @@ def test_every_dashboard_query_and_alert_returns_data_from_a_live_prometheus(
             stop(worker.result())
     chat(server, stream=False)
     scheduler_decides(server, monkeypatch)  # after the sleep: the window is closed (traffic, tokens pending)
+    keyed_requests(server)
     time.sleep(3)  # a few scrapes of the final state
 
     window = prometheus.window()

@@ -100,7 +100,7 @@ def test_a_metrics_scrape_costs_a_constant_number_of_redis_calls(local_redis: re
         jobs.create(f"j{i}", {})
         jobs.update(f"j{i}", state="running", phase="seeding")
         jobs.update(f"j{i}", state="published" if i % 3 else "rejected", phases={"seeding": 1.5},
-                    metrics={"anchor_kl": 0.05})  # fmt: skip
+                    metrics={"anchor_kl": 0.05}, version=f"v{i:04d}")  # fmt: skip
     pipe = local_redis.pipeline(transaction=False)
     for _ in range(3000):
         pipe.xadd(keys.SESSION_STREAM, {"session_id": "s", "data": "{}"})
@@ -113,7 +113,9 @@ def test_a_metrics_scrape_costs_a_constant_number_of_redis_calls(local_redis: re
     assert sleep_metrics.CYCLES.labels("published")._value.get() == 200
     assert sleep_metrics.CYCLES.labels("rejected")._value.get() == 100
     assert sleep_metrics.LAST_PUBLISHED._value.get() > 0
-    assert sleep_metrics.GATE.labels("anchor_kl")._value.get() == 0.05
+    # The latest finished cycle's gate values, labelled with the version it built (and only that one).
+    gate = {s.labels["version"]: s.value for m in sleep_metrics.GATE.collect() for s in m.samples}
+    assert gate == {"v0299": 0.05}
 
 
 def _calls(client: redis.Redis) -> int:

@@ -120,7 +120,7 @@ def test_admin_triggered_cycle_runs_in_the_worker_and_publishes(server: Server, 
         "sleepd_gpu_idle 1.0",
         "sleepd_sleep_workers 1.0",
         "sleepd_sleep_consecutive_failures 0.0",
-        'sleepd_sleep_last_gate{metric="anchor_kl"}',
+        f'sleepd_sleep_last_gate{{metric="anchor_kl",version="{version}"}}',
         'sleepd_sleep_last_phase_seconds{phase="seeding"}',
     ):
         assert line in metrics, line
