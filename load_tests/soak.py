@@ -5,7 +5,8 @@ it), `sleepd serve`, and a `sleepd worker`. For `--minutes`:
 
 - steady chat load: `--clients` closed-loop clients, half the requests streamed, each its own session id;
 - a hostile minority (`--hostile` of requests): lone surrogates in logged fields, malformed and truncated JSON,
-  wrong types, bodies near and over the size limit, random bytes;
+  wrong types, bodies near and over the size limit, random bytes, and bodies Hypothesis generated (the property
+  test's strategies: valid requests mixed with wrong types, out-of-range values and unknown fields);
 - Redis stopped and restarted twice (the server spools meanwhile);
 - a sleep triggered and the worker SIGKILLed mid-cycle once (a new worker resumes it), then the cycle must end;
 - the API process SIGKILLed once under load and restarted on the same data dir;
@@ -42,6 +43,7 @@ from sleepd.local_redis import start_redis
 from sleepd.records import ExchangeRecord
 from sleepd.registry import AdapterRegistry, base_model_fingerprint
 from sleepd.testing import build_random_lora, build_tiny_llama
+from tests.app.bodies import sample_bodies
 from tests.conftest import ADMIN_TOKEN, CACHE, ROOT, Server, free_port, start_server
 
 WORKER_ENV = {
@@ -76,10 +78,16 @@ class Tally:
     events: list[tuple[float, str]] = field(default_factory=list)
 
 
+GENERATED = sample_bodies(400, seed=0)  # Hypothesis-drawn bodies, as the property test sends (tests/app/bodies.py)
+
+
 def hostile_body(rng: random.Random, session: str) -> tuple[bytes, str]:
     """A request a careless or hostile client might send, and what kind it is."""
     msgs: list[dict[str, Any]] = [{"role": "user", "content": "hi"}]
-    kind = rng.choice(["surrogate", "truncated", "wrong-type", "huge", "near-limit", "bytes", "nested", "unicode"])
+    kinds = ["surrogate", "truncated", "wrong-type", "huge", "near-limit", "bytes", "nested", "unicode", "generated"]
+    kind = rng.choice(kinds)
+    if kind == "generated":
+        return json.dumps(rng.choice(GENERATED)).encode(), kind
     if kind == "surrogate":
         body = json.dumps({"model": "sleepd", "max_tokens": 2, "messages": msgs}).replace(
             '"hi"', '"hi \\udfff"').replace('"user"', '"user", "name": "\\ud800x"')  # fmt: skip
