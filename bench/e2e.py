@@ -10,6 +10,12 @@ question the published adapter's fact store says it was trained on.
 
     ./scripts/sleepd up &                     # the whole system, default model
     .venv/bin/python -m bench.e2e --seed 1 --facts 12 --out bench/results/e2e.json
+
+With `--tenants`, the same run keeps two tenants apart (issue 15): API keys for tenants A and B are created
+through the admin API; only A tells the facts and only A's sessions are consolidated (`"tenant"` in the sleep
+request); every probe is then also asked with B's key. B must get exactly what the base model answers (B's
+answers are compared with A's own base-model answers, taken with A's version switched to `base`), and its
+recall must stay the base model's.
 """
 
 from __future__ import annotations
@@ -38,14 +44,16 @@ def chat(client: OpenAI, messages: list[dict[str, str]], session: str, headers: 
     return r.choices[0].message.content or ""
 
 
-def active_version(http: httpx.Client) -> str:
-    return str(http.get("/v1/models").json()["data"][0].get("sleepd_adapter", "base"))
+def active_version(http: httpx.Client, key: str | None = None) -> str:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return str(http.get("/v1/models", headers=headers).json()["data"][0].get("sleepd_adapter", "base"))
 
 
-def activate(http: httpx.Client, version: str, timeout: float = 120) -> None:
-    http.post(f"/admin/adapters/{version}/activate").raise_for_status()
+def activate(http: httpx.Client, version: str, tenant: str | None = None, key: str | None = None,
+             timeout: float = 120) -> None:  # fmt: skip
+    http.post(f"/admin/adapters/{version}/activate", params={"tenant": tenant} if tenant else None).raise_for_status()
     deadline = time.monotonic() + timeout
-    while active_version(http) != version:
+    while active_version(http, key) != version:
         if time.monotonic() > deadline:
             raise TimeoutError(f"server did not switch to {version}")
         time.sleep(0.5)
@@ -60,14 +68,23 @@ def main() -> None:
     ap.add_argument("--reply-tokens", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--sleep-timeout-s", type=float, default=4 * 3600)
+    ap.add_argument("--tenants", action="store_true", help="tenant A tells, tenant B must not recall")
     ap.add_argument("--out", type=Path, default=RESULTS / "e2e.json")
     args = ap.parse_args()
     token = args.admin_token or (ROOT / "data" / "admin_token").read_text().strip()
     http = httpx.Client(base_url=args.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=600)
-    client = OpenAI(base_url=args.base_url + "/v1", api_key="unused", max_retries=0, timeout=600)
+    tenant: str | None = None
+    key_a = key_b = "unused"
+    if args.tenants:
+        run_tag = uuid.uuid4().hex[:6]
+        tenant = f"e2e-a-{run_tag}"
+        key_a = http.post("/admin/keys", json={"tenant": tenant, "name": "e2e A"}).raise_for_status().json()["key"]
+        key_b = http.post("/admin/keys", json={"tenant": f"e2e-b-{run_tag}", "name": "e2e B"}).raise_for_status(
+        ).json()["key"]  # fmt: skip
+    client = OpenAI(base_url=args.base_url + "/v1", api_key=key_a, max_retries=0, timeout=600)
     facts = generate(args.seed, args.facts)
     run = uuid.uuid4().hex[:6]
-    result: dict[str, Any] = {"config": {k: str(v) for k, v in vars(args).items()}}
+    result: dict[str, Any] = {"config": {k: str(v) for k, v in vars(args).items()}, "tenant": tenant}
 
     t0 = time.perf_counter()
     convs: list[list[dict[str, str]]] = []
@@ -81,7 +98,8 @@ def main() -> None:
     time.sleep(2)  # the session log writes off the request path
 
     t0 = time.perf_counter()
-    job = http.post("/admin/sleep", json={"force": True}).raise_for_status().json()["job_id"]
+    trigger: dict[str, Any] = {"force": True, **({"tenant": tenant} if tenant else {})}
+    job = http.post("/admin/sleep", json=trigger).raise_for_status().json()["job_id"]
     while True:
         state = http.get(f"/admin/sleep/{job}").json()
         if state["state"] in ("published", "rejected", "failed", "skipped"):
@@ -97,28 +115,35 @@ def main() -> None:
     items = [(f, p) for f in facts for p in f.probes]
     answers: dict[str, list[str]] = {}
     if version:
-        activate(http, version)
-        meta = next(m for m in http.get("/admin/adapters").json()["data"] if m["version"] == version)
+        activate(http, version, tenant, key_a)
+        listing = http.get("/admin/adapters", params={"tenant": tenant} if tenant else None).json()["data"]
+        meta = next(m for m in listing if m["version"] == version)
         trained = [q for f in meta["lineage"].get("facts", []) for q in f.get("questions", [])]
         result["leaks"] = leaks([p.question for _, p in items], trained)
-    served = active_version(http)
-    answers["after the sleep, served"] = [
-        chat(client, [{"role": "user", "content": p.question}], f"probe-{run}", NO_LEARN, args.max_new_tokens)
-        for _, p in items
-    ]
+    served = active_version(http, key_a if tenant else None)
+
+    def closed_book(c: OpenAI) -> list[str]:
+        return [chat(c, [{"role": "user", "content": p.question}], f"probe-{run}", NO_LEARN, args.max_new_tokens)
+                for _, p in items]  # fmt: skip
+
+    answers["after the sleep, served"] = closed_book(client)
     answers["in context (the bar)"] = [
         chat(client, [*convs[facts.index(f)], {"role": "user", "content": p.question}], f"probe-{run}", NO_LEARN,
              args.max_new_tokens)
         for f, p in items
     ]  # fmt: skip
+    if tenant:
+        other = OpenAI(base_url=args.base_url + "/v1", api_key=key_b, max_retries=0, timeout=600)
+        answers["tenant B, closed-book"] = closed_book(other)
     if served != "base":
-        activate(http, "base")
-    answers["base, closed-book"] = [
-        chat(client, [{"role": "user", "content": p.question}], f"probe-{run}", NO_LEARN, args.max_new_tokens)
-        for _, p in items
-    ]
+        activate(http, "base", tenant, key_a)
+    answers["base, closed-book"] = closed_book(client)
     if served != "base":
-        activate(http, served)
+        activate(http, served, tenant, key_a)
+    if tenant:
+        same = [b == a for b, a in zip(answers["tenant B, closed-book"], answers["base, closed-book"], strict=True)]
+        result["tenant_b_same_as_base"] = f"{sum(same)}/{len(same)}"
+        print(json.dumps({"tenant B answers identical to the base model's": result["tenant_b_same_as_base"]}))
     result["rows"] = {name: score(a, items) for name, a in answers.items()}
     for name, row in result["rows"].items():
         print(json.dumps({name: row["all"], "forward": row["forward"], "reverse": row["reverse"]}))
