@@ -1,8 +1,11 @@
-"""Generic prompts: what a sleep rehearses (replay) and, separately, where its drift is measured (anchors).
+"""Generic prompts: what a sleep rehearses (replay), where its drift is watched while it trains (monitor: the
+drift budget, consolidation/drift.py) and, separately, where the gate measures it (anchors).
 
 Drift is measured on prompts that share no template with anything trained on: a low anchor KL then means
 generic behaviour held, not that the replayed answers were memorised (tests/consolidation/test_anchors.py
-checks that no anchor opens with the same three words as a replay prompt or a keyed question template).
+checks that no anchor or monitor prompt opens with the same three words as a replay prompt or a keyed question
+template, and that no monitor prompt opens like an anchor: the gate's check stays independent of what training
+watched).
 
 Replay includes the keyed question templates of consolidation/targets.py asked about well-known things, so
 that learning "What do you know about Neakound Boathouse?" does not teach the model to answer every such
@@ -30,6 +33,17 @@ ANCHOR_PROMPTS: tuple[str, ...] = (
     "Recommend a healthy breakfast.",
     "Compose a haiku about snow.",
     "Is a tomato a fruit or a vegetable?",
+)
+
+MONITOR_PROMPTS: tuple[str, ...] = (
+    "Give an example of a mammal that lives in the sea.",
+    "How many legs does a spider have?",
+    "Write a sentence using the word 'quiet'.",
+    "Which instrument has black and white keys?",
+    "Explain what a library is for.",
+    "Suggest a name for a pet goldfish.",
+    "Why do people wear sunglasses?",
+    "Describe the taste of a lemon.",
 )
 
 _GENERIC_REPLAY: tuple[str, ...] = (

@@ -8,7 +8,7 @@ student's own phrasing of the fact, which generalises past the teacher's); probl
 taught again along their statement by the teacher (the distillation loss of Seeding). Replay runs in every
 step. The curriculum moves toward what the student still gets wrong: mastered problems are dropped, and for
 each statement with a failed problem the teacher writes a fresh question about it (a new phrasing to learn).
-Rounds stop at the budget or when nothing is left open.
+Rounds stop at the budget, when nothing is left open, or when the drift budget is spent.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
+from consolidation.drift import DriftGuard
 from consolidation.losses import sequence_logprob
 from consolidation.policy import Policy
-from consolidation.seeding import SeedingConfig, balanced_sample, distill, replay_loss, verifier_score
+from consolidation.seeding import SeedingConfig, balanced_sample, distill, replay_loss, verifier_score, warm_up
 from consolidation.targets import Target, asked_questions, attach_teacher, make_target
 
 
@@ -37,6 +38,7 @@ class DreamingConfig:
     mastered: float = 0.75  # share of attempts that pass for a problem to be dropped
     new_questions: int = 1  # fresh questions per statement with a failed problem, per round
     lr: float = 5e-4
+    warmup: int = 4  # steps of linear warm-up of this phase's fresh optimizer (0: none)
     temperature: float = 0.8
     max_new_tokens: int = 40
     w_replay: float = 1.0
@@ -63,14 +65,18 @@ def dream(
     cfg: DreamingConfig,
     seeding_cfg: SeedingConfig,
     on_round: Callable[[RoundLog], None] | None = None,
+    guard: DriftGuard | None = None,
 ) -> list[RoundLog]:
+    """Rounds until the budget, nothing left open, or the drift budget spent (checked after each round's
+    steps; a round that overspent it is undone)."""
     rng = random.Random(cfg.seed)
     params = policy.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     open_problems = [p for p in problems if p.expected]
     logs = []
+    taken = 0  # optimizer steps so far (the warm-up spans rounds)
     for rnd in range(1, cfg.rounds + 1):
-        if not open_problems:
+        if not open_problems or (guard and guard.spent):
             break
         start = time.perf_counter()
         posed = balanced_sample(rng, open_problems, lambda p: p.key, cfg.problems_per_round)
@@ -89,6 +95,8 @@ def dream(
             if not passed:
                 failed.append(p)
         for _ in range(cfg.steps_per_round if accepted or failed else 0):
+            taken += 1
+            warm_up(opt, cfg.lr, taken, min(cfg.warmup, cfg.rounds * cfg.steps_per_round // 4))
             loss = torch.zeros(())
             good = balanced_sample(rng, accepted, lambda pa: pa[0].key, cfg.batch)
             if good:
@@ -105,10 +113,13 @@ def dream(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
+        within = guard.check("dreaming", rnd, strict=True) if guard else True  # over the budget: round undone
         # Curriculum: drop what is mastered, pose a fresh question about each statement still failed.
         mastered = {id(p) for p, r in zip(posed, pass_rates, strict=True) if r >= cfg.mastered}
         keep = [p for p in open_problems if id(p) not in mastered]
-        added = _fresh_problems(policy, failed, cfg.new_questions, {p.question.lower() for p in problems})
+        # (none after the last round, or after an undone one: nothing would train on them)
+        asked = {p.question.lower() for p in problems}
+        added = _fresh_problems(policy, failed, cfg.new_questions, asked) if within and rnd < cfg.rounds else []
         log = RoundLog(rnd, len(posed), sum(pass_rates) / len(pass_rates), len(accepted), len(failed),
                        len(open_problems) - len(keep), len(added), time.perf_counter() - start,
                        [t.question for t in added])  # fmt: skip

@@ -14,7 +14,8 @@ into the student (the same weights plus a new low-rank expert, without the conte
 5. replay       - generic prompts answered by the previous model, forward KL to it, against forgetting.
 
 loss = w_distill * (1 + 2) + w_rkl * 3 + w_pg * 4 + w_replay * 5, then clip and step. The budget is a number of
-passes over the new targets (`epochs`), so a sleep's cost follows what it has to learn.
+passes over the new targets (`epochs`), so a sleep's cost follows what it has to learn, cut short by the drift
+budget (consolidation/drift.py) when it would drift past what the gate accepts.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TypeVar
 
 import torch
 
+from consolidation.drift import DriftGuard
 from consolidation.losses import (
     distill_loss,
     evidence_weights,
@@ -56,6 +58,7 @@ class SeedingConfig:
     onpolicy_batch: int = 2  # targets the student samples for on such a step
     k: int = 4  # student samples per target (on-policy group)
     lr: float = 1e-3
+    warmup: int = 8  # steps of linear learning-rate warm-up (0: none; at most a quarter of the budget)
     hard: float = 0.5  # share of plain cross-entropy on the statement in the distillation loss
     evidence_floor: float = 0.25  # weight of tokens the session does not support
     evidence_scale: float = 2.0  # nats of evidence for full weight
@@ -122,7 +125,10 @@ def seed_knowledge(
     replay: list[Target],
     cfg: SeedingConfig,
     on_step: Callable[[StepLog], None] | None = None,
+    guard: DriftGuard | None = None,
 ) -> list[StepLog]:
+    """Train the new expert for the budget's steps, or until `guard` finds the drift budget spent (it then
+    restores the last parameters within it)."""
     rng = random.Random(cfg.seed)
     params = policy.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -149,6 +155,7 @@ def seed_knowledge(
         tokens += n
 
         loss = cfg.w_distill * dist + cfg.w_rkl * rkl + cfg.w_pg * pg + cfg.w_replay * rep
+        warm_up(opt, cfg.lr, step, min(cfg.warmup, steps // 4))  # a short budget is not spent warming up
         opt.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()
@@ -159,7 +166,19 @@ def seed_knowledge(
         logs.append(log)
         if on_step:
             on_step(log)
+        if guard and (guard.due(step) or step == steps) and not guard.check("seeding", step):
+            break
+    if guard:
+        guard.settle()
     return logs
+
+
+def warm_up(opt: torch.optim.Optimizer, lr: float, step: int, steps: int) -> None:
+    """Linear warm-up. Adam's first updates move every parameter by about the learning rate whatever the gradient,
+    and replay (what holds generic behaviour in place) has nothing to pull against yet: measured on the tuning
+    seed (bench/drift_trace.py), most of a sleep's drift arrived in its first 8 steps."""
+    for group in opt.param_groups:
+        group["lr"] = lr * min(1.0, step / steps) if steps > 0 else lr
 
 
 def _onpolicy(policy: Policy, on: list[Target], cfg: SeedingConfig) -> tuple[torch.Tensor, torch.Tensor, float, int]:

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 
 from consolidation import factstore
-from consolidation.anchors import ANCHOR_PROMPTS, REPLAY_PROMPTS
+from consolidation.anchors import ANCHOR_PROMPTS, MONITOR_PROMPTS, REPLAY_PROMPTS
 from consolidation.dreaming import DreamingConfig, dream
+from consolidation.drift import DriftBudget, DriftGuard
 from consolidation.experts import compact, load_adapter, save_adapter, stack
 from consolidation.gate import GateConfig, GateReport, closed_book_answers, evaluate, recall
 from consolidation.policy import ExpertConfig, Policy
@@ -63,6 +64,8 @@ class SleepConfig:
     max_rank: int = 64  # the serving engine's max LoRA rank: compact past it
     anchors: tuple[str, ...] = ANCHOR_PROMPTS  # drift is measured here (never trained on)
     replay: tuple[str, ...] = REPLAY_PROMPTS  # rehearsed during training
+    monitor: tuple[str, ...] = MONITOR_PROMPTS  # drift watched during training (the drift budget)
+    drift: DriftBudget | None = field(default_factory=DriftBudget)  # None: train the whole budget regardless
     threads: int | None = None
     seed: int = 0
     tenant: str = "default"  # whose lineage the published version joins (registry metadata)
@@ -87,6 +90,7 @@ class SleepReport:
     retired_facts: int = 0
     trained_questions: list[str] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per phase: the cost when others share the CPU
+    drift_checks: list[dict[str, Any]] = field(default_factory=list)  # the drift budget's measurements
 
     @property
     def nothing_to_learn(self) -> bool:
@@ -121,6 +125,7 @@ class SleepReport:
             "compaction_error": self.compaction_error,
             "stored_facts": self.stored_facts,
             "retired_facts": self.retired_facts,
+            "drift_checks": self.drift_checks,
         }
 
 
@@ -199,6 +204,8 @@ def _run(
     prep = prepare(policy, found, kept, cfg, lambda done, step: report("prepare", done, step=step))
     report("prepare", 0.95, step="replay")
     replay = replay_targets(policy, list(cfg.replay), cfg.seeding.max_new_tokens, cfg.top_k)
+    monitor = replay_targets(policy, list(cfg.monitor), cfg.seeding.max_new_tokens, cfg.top_k) if cfg.drift else []
+    guard = DriftGuard(policy, monitor, cfg.drift)
     before = recall(
         closed_book_answers(policy, prep.probes, student=False, max_new_tokens=cfg.gate.max_new_tokens),
         prep.probes, cfg.gate.match,
@@ -208,6 +215,7 @@ def _run(
     steps = seed_knowledge(
         policy, prep.targets, prep.stored, replay, cfg.seeding,
         on_step=lambda s: report("seeding", s.step / s.steps, loss=s.loss, distill=s.distill, replay=s.replay),
+        guard=guard,
     )  # fmt: skip
     clock.lap("seeding")
     tokens["seeding"] = sum(s.tokens for s in steps)
@@ -215,6 +223,7 @@ def _run(
     rounds = dream(
         policy, prep.targets, replay, cfg.dreaming, cfg.seeding,
         on_round=lambda r: report("dreaming", r.round / max(cfg.dreaming.rounds, 1), pass_rate=r.pass_rate),
+        guard=guard,
     )  # fmt: skip
     clock.lap("dreaming")
 
@@ -255,7 +264,7 @@ def _run(
     return SleepReport(
         published, gate, active, sessions, len(prep.statements), len(prep.targets), clock.wall, tokens,
         session_tokens, asdict(steps[-1]) if steps else {}, [asdict(r) for r in rounds], compaction_error,
-        len(stored_all), len(retired), list(dict.fromkeys(trained)), clock.cpu,
+        len(stored_all), len(retired), list(dict.fromkeys(trained)), clock.cpu, [asdict(c) for c in guard.log],
     )  # fmt: skip
 
 

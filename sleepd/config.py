@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     sleep_epochs: float = Field(4.0, description="Knowledge Seeding passes over a sleep's training questions.")
     sleep_steps: int | None = Field(None, description="A fixed number of Seeding steps instead of epochs.")
     sleep_dream_rounds: int = 2
+    sleep_drift_budget: float = Field(
+        0.1, description="Monitor KL at which a sleep stops training and keeps what it learned within it (0: off)."
+    )
     sleep_rank: int = 16
     sleep_asked_per_statement: int = Field(4, description="Questions the model writes about each statement.")
     sleep_max_new_tokens: int = Field(40, description="Length of sampled answers and questions during a sleep.")

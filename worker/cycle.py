@@ -158,6 +158,7 @@ def _consolidate(
     the tenant's active one; an erasure rebuilds from the last clean ancestor)."""
     # Imported here: torch and transformers load only in the process that trains.
     from consolidation.dreaming import DreamingConfig
+    from consolidation.drift import DriftBudget
     from consolidation.gate import GateConfig
     from consolidation.policy import ExpertConfig
     from consolidation.seeding import SeedingConfig
@@ -179,6 +180,7 @@ def _consolidate(
         ),  # fmt: skip
         max_rank=settings.max_lora_rank,
         asked_per_statement=settings.sleep_asked_per_statement,
+        drift=DriftBudget(max_kl=settings.sleep_drift_budget) if settings.sleep_drift_budget > 0 else None,
         tenant=tenant,
     )
     force = bool(options.get("force"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consolidation.anchors import ANCHOR_PROMPTS, REPLAY_PROMPTS
+from consolidation.anchors import ANCHOR_PROMPTS, MONITOR_PROMPTS, REPLAY_PROMPTS
 from consolidation.targets import KEYED_TEMPLATES
 
 
@@ -15,3 +15,11 @@ def test_no_anchor_opens_like_a_replay_prompt_or_a_keyed_question() -> None:
     shared = [a for a in ANCHOR_PROMPTS if opening(a) in trained]
     assert shared == [], shared
     assert not set(ANCHOR_PROMPTS) & set(REPLAY_PROMPTS)
+
+
+def test_monitor_prompts_share_no_template_with_training_or_the_gate() -> None:
+    """The drift budget watches prompts that neither training nor the gate uses: training cannot fit them, and
+    the gate's anchor KL stays a check independent of what stopped training."""
+    others = {opening(p) for p in (*REPLAY_PROMPTS, *ANCHOR_PROMPTS)} | {opening(t) for t in KEYED_TEMPLATES}
+    assert [m for m in MONITOR_PROMPTS if opening(m) in others] == []
+    assert not set(MONITOR_PROMPTS) & (set(REPLAY_PROMPTS) | set(ANCHOR_PROMPTS))

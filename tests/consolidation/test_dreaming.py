@@ -29,7 +29,9 @@ def test_a_problem_no_attempt_solves_is_taught_along_its_statement(tiny_model: P
     assert problem.expected == ("4471",)
     before = answer_logprob(policy, problem)
 
-    cfg = DreamingConfig(rounds=1, steps_per_round=8, k=2, lr=1e-2, max_new_tokens=6, w_replay=0, new_questions=0)
+    cfg = DreamingConfig(
+        rounds=1, steps_per_round=8, k=2, lr=1e-2, warmup=0, max_new_tokens=6, w_replay=0, new_questions=0
+    )
     logs = dream(policy, [problem], [], cfg, SeedingConfig(hard=1.0))
 
     # A random tiny model never says "4471": nothing is accepted, the statement is re-taught instead.
