@@ -77,6 +77,18 @@ def scheduler() -> None:
     celery_app.start(["beat", "--loglevel", "INFO", "--schedule", str(settings.data_dir / "beat" / "schedule")])
 
 
+@app.command()
+def flower(
+    port: Annotated[int | None, typer.Option(help="Overrides SLEEPD_FLOWER_PORT.")] = None,
+) -> None:
+    """Run Flower, Celery's monitor: workers, queue and tasks in a web UI, and as Prometheus metrics at /metrics."""
+    from worker.celery_app import celery_app
+
+    settings = _settings()
+    celery_app.start(["flower", f"--address={settings.host}", f"--port={port or settings.flower_port}",
+                      "--purge_offline_workers=300"])  # fmt: skip
+
+
 @app.command("sleep")
 def sleep_cmd(
     wait: Annotated[bool, typer.Option(help="Follow the cycle with a progress bar until it ends.")] = False,
@@ -129,7 +141,8 @@ def _check_redis(url: str) -> None:
 
 @app.command()
 def up() -> None:
-    """Run the whole system: a local Redis if none answers, the API server, the sleep worker and scheduler."""
+    """Run the whole system: a local Redis if none answers, the API server, the sleep worker and scheduler, and
+    Flower (Celery's monitor) unless SLEEPD_FLOWER_PORT is 0."""
     from sleepd.local_redis import redis_answers, start_redis, with_password
 
     settings = _settings()
@@ -152,7 +165,9 @@ def up() -> None:
                             password=_secret(settings.data_dir / "redis_password"))  # fmt: skip
         children.append(("redis", local))
         env["SLEEPD_REDIS_URL"] = local_url
-    for name in ("api", "worker", "scheduler"):
+    for name in ("api", "worker", "scheduler", "flower"):
+        if name == "flower" and not settings.flower_port:
+            continue
         cmd = "serve" if name == "api" else name
         children.append((name, subprocess.Popen([sys.executable, "-m", "cli", cmd], env=env)))
     console.print(

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     # Where.
     host: str = "127.0.0.1"
     port: int = 8000
+    flower_port: int = Field(
+        5555,
+        description="Flower (Celery's monitor, Prometheus metrics at /metrics) on SLEEPD_HOST; `up` starts it"
+        " unless 0.",
+    )
     redis_url: str = "redis://127.0.0.1:6379/0"
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for /admin/*; the admin API refuses every call while unset."

@@ -36,6 +36,10 @@ def create_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        # Task events, so Flower (`sleepd flower`) sees workers and tasks like in any Celery deployment and
+        # exports them to Prometheus (flower_worker_online, flower_events_total, flower_task_runtime_seconds).
+        worker_send_task_events=True,
+        task_send_sent_event=True,
         beat_schedule={"maybe-sleep": {"task": CHECK_TASK, "schedule": settings.sleep_check_interval_s}},
     )
     return app

@@ -287,6 +287,17 @@ def sleep() -> dashboard.Dashboard:
         graph("Window and GPU", "Why no sleep starts: the window (traffic, hours, pending tokens, GPU) "
               "and the GPU alone.",
               q("max(sleepd_sleep_window_open)", "window open"), q("min(sleepd_gpu_idle)", "GPU idle")),
+        dashboard.Row("Celery (Flower)"),
+        graph("Celery workers online", "Per worker, as Flower sees it from Celery's events (`sleepd flower`).",
+              q("max by (worker) (flower_worker_online)", "{{worker}}"), limits=[(1, "green")]),
+        graph("Celery task events / s", "Celery's task events by type (received, started, succeeded, failed, "
+              "retried) and task, from Flower.",
+              q(f"sum by (type, task) (rate(flower_events_total[{RATE}]))", "{{type}} {{task}}"), unit="ops"),
+        graph("Celery task runtime, mean", "Mean runtime of each Celery task since Flower started (a sleep "
+              "cycle, an erasure, the scheduler's check). A mean, not a rate-based quantile: sleeps run a few "
+              "times a day, too rarely for a rate window.",
+              q("sum by (task) (flower_task_runtime_seconds_sum) / sum by (task) (flower_task_runtime_seconds_count)",
+                "{{task}}"), unit="s"),
     ])  # fmt: skip
 
 

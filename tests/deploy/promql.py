@@ -52,15 +52,18 @@ class Defined:
 
 @cache
 def defined_metrics() -> Defined:
+    # Flower's (`sleepd flower`: Celery's workers, queue and tasks), built by the installed Flower itself.
+    from flower.events import get_prometheus_metrics
+
+    metrics = [obj for name in METRICS_MODULES for obj in vars(importlib.import_module(name)).values()]
+    metrics += list(vars(get_prometheus_metrics()).values())
     series: dict[str, frozenset[str]] = {}
-    for name in METRICS_MODULES:
-        module = importlib.import_module(name)
-        for obj in vars(module).values():
-            if isinstance(obj, MetricWrapperBase):
-                # prometheus_client keeps name, type and label names on the metric object (read-only here).
-                base, kind, labels = obj._name, str(obj._type), frozenset(obj._labelnames)
-                for suffix in _SUFFIXES[kind]:
-                    series[base + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+    for obj in metrics:
+        if isinstance(obj, MetricWrapperBase):
+            # prometheus_client keeps name, type and label names on the metric object (read-only here).
+            base, kind, labels = obj._name, str(obj._type), frozenset(obj._labelnames)
+            for suffix in _SUFFIXES[kind]:
+                series[base + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
     return Defined(series, vllm_metric_names())
 
 

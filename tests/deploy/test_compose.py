@@ -54,8 +54,8 @@ def test_the_schema_refuses_a_broken_file(mutate: Any) -> None:
 
 def test_the_stack_has_its_services_and_the_processes_are_sleepd_commands() -> None:
     services = _load("compose.yaml")["services"]
-    assert set(services) == {"redis", "api", "worker", "scheduler", "prometheus", "grafana"}
-    for name in ("api", "worker", "scheduler"):
+    assert set(services) == {"redis", "api", "worker", "scheduler", "flower", "prometheus", "grafana"}
+    for name in ("api", "worker", "scheduler", "flower"):
         (command,) = services[name]["command"]
         assert command in cli_commands(), f"{name}: `sleepd {command}` is not a CLI command"
         assert not unknown_settings(services[name]["environment"]), f"{name}: unknown SLEEPD_* variables"

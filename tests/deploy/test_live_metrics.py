@@ -35,6 +35,7 @@ import json
 import math
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -115,14 +116,17 @@ class Prometheus:
                 self.proc.wait()
 
 
-def start_prometheus(target: str, root: Path) -> Prometheus:
-    """Prometheus scraping `target` (host:port) every second, with sleepd's alert rules loaded; returns once it
-    has scraped the target."""
+def start_prometheus(target: str, root: Path, flower: str) -> Prometheus:
+    """Prometheus scraping `target` (host:port) and `flower` every second, with sleepd's alert rules loaded;
+    returns once it has scraped both."""
     assert PROMETHEUS
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(ALERTS)],
-        "scrape_configs": [{"job_name": "sleepd", "static_configs": [{"targets": [target]}]}],  # rules select it
+        "scrape_configs": [
+            {"job_name": "sleepd", "static_configs": [{"targets": [target]}]},  # the rules select it
+            {"job_name": "flower", "static_configs": [{"targets": [flower]}]},
+        ],
     }
     (root / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
@@ -153,8 +157,33 @@ def server(tiny_model: Path, redis_server: RedisServer, tmp_path_factory: pytest
 
 
 @pytest.fixture()
-def prometheus(server: Server, tmp_path: Path) -> Iterator[Prometheus]:
-    prom = start_prometheus(server.base_url.removeprefix("http://"), tmp_path)
+def flower(server: Server, tmp_path: Path) -> Iterator[str]:
+    """`sleepd flower` (Celery's monitor) on the server's Redis: its /metrics carries Celery's worker and task
+    metrics. Returns host:port."""
+    port = free_port()
+    log = open(tmp_path / "flower.log", "wb")  # noqa: SIM115 - the child writes to it for its whole life
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "flower", "--port", str(port)], env=server.env, cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/metrics"), "Flower", 60,
+                 lambda: (tmp_path / "flower.log").read_text()[-3000:])  # fmt: skip
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture()
+def prometheus(server: Server, flower: str, tmp_path: Path) -> Iterator[Prometheus]:
+    prom = start_prometheus(server.base_url.removeprefix("http://"), tmp_path, flower)
     yield prom
     prom.stop()
 
@@ -162,7 +191,7 @@ def prometheus(server: Server, tmp_path: Path) -> Iterator[Prometheus]:
 def _up(prom: Prometheus) -> bool:
     assert prom.proc.poll() is None, prom.log_path.read_text()[-3000:]
     try:
-        return [s["value"][1] for s in prom.query('up{job="sleepd"}')] == ["1"]
+        return sorted(s["value"][1] for s in prom.query('up{job=~"sleepd|flower"}')) == ["1", "1"]
     except (httpx.HTTPError, ValueError, AssertionError):
         return False
 
