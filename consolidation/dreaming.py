@@ -38,7 +38,7 @@ class DreamingConfig:
     mastered: float = 0.75  # share of attempts that pass for a problem to be dropped
     new_questions: int = 1  # fresh questions per statement with a failed problem, per round
     lr: float = 5e-4
-    warmup: int = 4  # steps of linear warm-up of this phase's fresh optimizer (0: none)
+    warmup: int = 0  # steps of linear warm-up of this phase's fresh optimizer (0: none; see SeedingConfig.warmup)
     temperature: float = 0.8
     max_new_tokens: int = 40
     w_replay: float = 1.0

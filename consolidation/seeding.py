@@ -58,7 +58,9 @@ class SeedingConfig:
     onpolicy_batch: int = 2  # targets the student samples for on such a step
     k: int = 4  # student samples per target (on-policy group)
     lr: float = 1e-3
-    warmup: int = 8  # steps of linear learning-rate warm-up (0: none; at most a quarter of the budget)
+    # Steps of linear learning-rate warm-up (0: none; at most a quarter of the budget). Off: on the report seed
+    # the warm-ups with the drift budget cost recall (docs/BENCHMARKS.md, "Drift control").
+    warmup: int = 0
     hard: float = 0.5  # share of plain cross-entropy on the statement in the distillation loss
     evidence_floor: float = 0.25  # weight of tokens the session does not support
     evidence_scale: float = 2.0  # nats of evidence for full weight

@@ -65,7 +65,9 @@ class SleepConfig:
     anchors: tuple[str, ...] = ANCHOR_PROMPTS  # drift is measured here (never trained on)
     replay: tuple[str, ...] = REPLAY_PROMPTS  # rehearsed during training
     monitor: tuple[str, ...] = MONITOR_PROMPTS  # drift watched during training (the drift budget)
-    drift: DriftBudget | None = field(default_factory=DriftBudget)  # None: train the whole budget regardless
+    # None (the default): train the whole budget. A DriftBudget cost recall on the report seed (its strict
+    # undo of a Dreaming round removed Dreaming's gain): docs/BENCHMARKS.md, "Drift control".
+    drift: DriftBudget | None = None
     threads: int | None = None
     seed: int = 0
     tenant: str = "default"  # whose lineage the published version joins (registry metadata)
