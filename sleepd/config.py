@@ -83,8 +83,9 @@ class Settings(BaseSettings):
     sleep_steps: int | None = Field(None, description="A fixed number of Seeding steps instead of epochs.")
     sleep_dream_rounds: int = 2
     sleep_drift_budget: float = Field(
-        0.0, description="Monitor KL at which a sleep stops training and keeps what it learned within it (0: off;"
-        " measured to cost recall at 0.1, see docs/BENCHMARKS.md)."
+        0.0,
+        description="Monitor KL at which a sleep stops training and keeps what it learned within it (0: off;"
+        " measured to cost recall at 0.1, see docs/BENCHMARKS.md).",
     )
     sleep_rank: int = 16
     sleep_asked_per_statement: int = Field(4, description="Questions the model writes about each statement.")
