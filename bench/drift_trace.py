@@ -19,7 +19,7 @@ import torch
 from bench.learning import RESULTS, ROOT, cached_sessions, records_of
 from bench.suite import generate
 from consolidation.dreaming import dream
-from consolidation.drift import DriftBudget, DriftGuard
+from consolidation.drift import monitor_kl
 from consolidation.policy import Policy
 from consolidation.seeding import StepLog, seed_knowledge
 from consolidation.sessions import memories
@@ -54,11 +54,10 @@ def main() -> None:
         "monitor": replay_targets(policy, list(cfg.monitor), tokens, cfg.top_k),
         "anchors": replay_targets(policy, list(cfg.anchors), tokens, cfg.top_k),
     }
-    probes = {name: DriftGuard(policy, targets, None) for name, targets in sets.items()}
     trace: list[dict[str, Any]] = []
 
     def measure(phase: str, step: int) -> None:
-        row = {"phase": phase, "step": step, **{name: round(g.kl(), 4) for name, g in probes.items()}}
+        row = {"phase": phase, "step": step, **{name: round(monitor_kl(policy, t), 4) for name, t in sets.items()}}
         trace.append(row)
         print(json.dumps(row), flush=True)
 
@@ -67,10 +66,8 @@ def main() -> None:
             measure("seeding", log.step)
 
     steps = seed_knowledge(policy, prep.targets, prep.stored, replay, cfg.seeding, on_step=on_step)
-    # Dreaming, with a guard that never stops (budget out of reach) so each round is measured.
-    never = DriftGuard(policy, sets["monitor"], DriftBudget(max_kl=float("inf")))
     rounds = dream(policy, prep.targets, replay, cfg.dreaming, cfg.seeding,
-                   on_round=lambda r: measure("dreaming", r.round), guard=never)  # fmt: skip
+                   on_round=lambda r: measure("dreaming", r.round))  # fmt: skip
     out = {
         "config": vars(args) | {"out": str(args.out)},
         "targets": len(prep.targets),

@@ -165,9 +165,7 @@ def up() -> None:
                             password=_secret(settings.data_dir / "redis_password"))  # fmt: skip
         children.append(("redis", local))
         env["SLEEPD_REDIS_URL"] = local_url
-    for name in ("api", "worker", "scheduler", "flower"):
-        if name == "flower" and not settings.flower_port:
-            continue
+    for name in ("api", "worker", "scheduler", *(("flower",) if settings.flower_port else ())):
         cmd = "serve" if name == "api" else name
         children.append((name, subprocess.Popen([sys.executable, "-m", "cli", cmd], env=env)))
     console.print(

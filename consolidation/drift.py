@@ -40,6 +40,16 @@ class DriftCheck:
     kept: bool  # within the budget: these parameters are the fallback now
 
 
+@torch.no_grad()
+def monitor_kl(policy: Policy, monitor: list[Target]) -> float:
+    """Mean per-token KL(start model || student) along the start model's greedy answers to the monitor prompts
+    (the teacher view without context is the start model)."""
+    prompts, answers = [t.student_prompt for t in monitor], [t.answer for t in monitor]
+    ref, mask, _ = policy.completion_logits(prompts, answers, student=False)
+    now, _, _ = policy.completion_logits(prompts, answers, student=True)
+    return float(forward_kl(ref, now, mask))
+
+
 class DriftGuard:
     """Wraps one Policy's trainable parameters: `check` during training, `settle` when it ends. The student it
     leaves behind was measured within the budget (or is the start, when nothing ever was)."""
@@ -59,14 +69,8 @@ class DriftGuard:
     def due(self, step: int) -> bool:
         return self.active and self.budget is not None and step % self.budget.every == 0
 
-    @torch.no_grad()
     def kl(self) -> float:
-        """Mean per-token KL(start model || student) along the start model's greedy answers to the monitor
-        prompts (the teacher view without context is the start model)."""
-        prompts, answers = [t.student_prompt for t in self.monitor], [t.answer for t in self.monitor]
-        ref, mask, _ = self.policy.completion_logits(prompts, answers, student=False)
-        now, _, _ = self.policy.completion_logits(prompts, answers, student=True)
-        return float(forward_kl(ref, now, mask))
+        return monitor_kl(self.policy, self.monitor)
 
     def check(self, phase: str, step: int, *, strict: bool = False) -> bool:
         """Measure. Within budget: keep these parameters as the fallback. Over it `patience` times in a row (once,

@@ -14,8 +14,8 @@ into the student (the same weights plus a new low-rank expert, without the conte
 5. replay       - generic prompts answered by the previous model, forward KL to it, against forgetting.
 
 loss = w_distill * (1 + 2) + w_rkl * 3 + w_pg * 4 + w_replay * 5, then clip and step. The budget is a number of
-passes over the new targets (`epochs`), so a sleep's cost follows what it has to learn, cut short by the drift
-budget (consolidation/drift.py) when it would drift past what the gate accepts.
+passes over the new targets (`epochs`), so a sleep's cost follows what it has to learn, cut short by a drift
+budget (consolidation/drift.py, off by default) when one is set and training drifts past it.
 """
 
 from __future__ import annotations

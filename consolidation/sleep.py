@@ -206,8 +206,10 @@ def _run(
     prep = prepare(policy, found, kept, cfg, lambda done, step: report("prepare", done, step=step))
     report("prepare", 0.95, step="replay")
     replay = replay_targets(policy, list(cfg.replay), cfg.seeding.max_new_tokens, cfg.top_k)
-    monitor = replay_targets(policy, list(cfg.monitor), cfg.seeding.max_new_tokens, cfg.top_k) if cfg.drift else []
-    guard = DriftGuard(policy, monitor, cfg.drift)
+    guard = None
+    if cfg.drift:  # off by default: no monitor answers to sample, no parameter snapshots
+        monitor = replay_targets(policy, list(cfg.monitor), cfg.seeding.max_new_tokens, cfg.top_k)
+        guard = DriftGuard(policy, monitor, cfg.drift)
     before = recall(
         closed_book_answers(policy, prep.probes, student=False, max_new_tokens=cfg.gate.max_new_tokens),
         prep.probes, cfg.gate.match,
@@ -266,7 +268,8 @@ def _run(
     return SleepReport(
         published, gate, active, sessions, len(prep.statements), len(prep.targets), clock.wall, tokens,
         session_tokens, asdict(steps[-1]) if steps else {}, [asdict(r) for r in rounds], compaction_error,
-        len(stored_all), len(retired), list(dict.fromkeys(trained)), clock.cpu, [asdict(c) for c in guard.log],
+        len(stored_all), len(retired), list(dict.fromkeys(trained)), clock.cpu,
+        [asdict(c) for c in guard.log] if guard else [],
     )  # fmt: skip
 
 
