@@ -233,6 +233,52 @@ def model_prepare() -> None:
     print(resolve_model(settings.model, settings.models_dir))
 
 
+@app.command()
+def report(job_id: Annotated[str, typer.Argument(help="The sleep job's id (`sleepd sleep` prints it).")]) -> None:
+    """One sleep cycle: phase timings, the gate against its limits, held-out answers before and after, lineage.
+    The same page in a browser: GET /admin/sleep/JOB/report."""
+    from rich.table import Table
+
+    from sleepd.sleep_report import build
+
+    out = Console()  # the report is the command's output (stdout); errors go to stderr
+    job = _admin("GET", f"/admin/sleep/{job_id}")
+    tenant = (job.get("options") or {}).get("tenant", "default")
+    r = build(job, _admin("GET", "/admin/adapters", params={"tenant": tenant})["data"])
+    color = {"published": "green", "failed": "red"}.get(r.state, "yellow")
+    built = f"built [bold]{r.version}[/]" if r.version else "no version published"
+    out.print(f"sleep [bold]{r.job_id}[/] [{color}]{r.state}[/]{f' ({r.now})' if r.now else ''}  tenant {r.tenant}"
+              f"  {r.started}  {built}" + (f" on {r.parent}" if r.parent else ""))  # fmt: skip
+    out.print("  ".join(f"{k.replace('_', ' ')}: {v}" for k, v in r.totals.items() if v is not None))
+    for reason in [*r.reasons, *([r.error] if r.error else [])]:
+        out.print(f"[red]- {reason}[/]")
+    phases = Table("phase", "", "wall s", "CPU s", title="phases", title_justify="left")
+    for p in r.phases:
+        phases.add_row(p.name, "█" * max(1, round(40 * p.share)), f"{p.seconds}", f"{p.cpu_s or '-'}")
+    if phases.rows:
+        out.print(phases)
+    gate = Table("check", "value", "passes when", "", title="gate", title_justify="left")
+    for c in r.checks:
+        gate.add_row(c.label, f"{c.value:.3f}", c.rule, "[green]pass[/]" if c.ok else "[red]fail[/]")
+    if gate.rows:
+        out.print(gate)
+    title = f"held-out questions, closed-book: {r.known_before} right before, {r.learned} after"
+    probes = Table("question", "states", "before", "after", title=title, title_justify="left")
+    mark = {True: "[green]✓[/] ", False: "[red]✗[/] "}
+    for q in r.probes:
+        probes.add_row(q["question"], ", ".join(q["expected"]), mark[q["before_ok"]] + q["before"][:80],
+                       mark[q["after_ok"]] + q["after"][:80])  # fmt: skip
+    if probes.rows:
+        out.print(probes)
+    lineage = Table("version", "published", "sessions", "facts", "gate recall", "anchor KL", title="lineage",
+                    title_justify="left")  # fmt: skip
+    for a in r.lineage:
+        lineage.add_row(a.version + (" (this cycle)" if a.this else ""), a.created_at, str(a.sessions), str(a.facts),
+                        a.recall, a.anchor_kl)  # fmt: skip
+    lineage.add_row("base", "", "", "", "", "")
+    out.print(lineage)
+
+
 def _admin(method: str, path: str, **kwargs: Any) -> Any:
     """Call the running server's admin API with the configured (or `up`-generated) token."""
     import httpx

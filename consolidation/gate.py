@@ -13,7 +13,8 @@ model did and has not drifted on a fixed anchor set.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 
@@ -44,9 +45,13 @@ class GateReport:
     anchor_kl: float
     base_kl: float
     anchor_unchanged: float
+    # One row per probe: the question, what a right answer states, and the closed-book answers before and after
+    # (what the sleep report shows). Not a metric.
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    limits: dict[str, float] = field(default_factory=dict)  # the thresholds it was judged against
 
     def metrics(self) -> dict[str, float | int | bool]:
-        return {k: v for k, v in asdict(self).items() if k != "reasons"}
+        return {k: v for k, v in asdict(self).items() if k not in ("reasons", "examples", "limits")}
 
 
 @torch.no_grad()
@@ -59,6 +64,15 @@ def recall(answers: list[str], probes: list[Target], match: float) -> float:
     """Share of the probes whose answer states enough of what the probe asks for."""
     scored = [verifier_score(a, p) >= match for a, p in zip(answers, probes, strict=True) if p.expected]
     return sum(scored) / max(len(scored), 1)
+
+
+def examples(probes: list[Target], before: list[str], after: list[str], match: float) -> list[dict[str, Any]]:
+    return [
+        {"question": p.question, "expected": list(p.expected), "before": b, "after": a,
+         "sessions": sorted({st.session_id.split("#")[0] for st in p.statements}),  # what erasure strips
+         "before_ok": verifier_score(b, p) >= match, "after_ok": verifier_score(a, p) >= match}
+        for p, b, a in zip(probes, before, after, strict=True)
+    ]  # fmt: skip
 
 
 @torch.no_grad()
@@ -83,14 +97,15 @@ def evaluate(
     cfg: GateConfig,
     *,
     previous: str | None,
-    recall_before: float,
+    before_answers: list[str],
     heldout: bool = True,
 ) -> GateReport:
     """`served` holds the candidate as adapter "candidate" (and the previous version as `previous`, None for
-    the base)."""
+    the base). `before_answers`: the start model's closed-book answers to `probes`."""
     with served.using("candidate"):
-        after = recall(closed_book_answers(served, probes, student=True, max_new_tokens=cfg.max_new_tokens), probes,
-                       cfg.match)  # fmt: skip
+        after_answers = closed_book_answers(served, probes, student=True, max_new_tokens=cfg.max_new_tokens)
+    recall_before = recall(before_answers, probes, cfg.match)
+    after = recall(after_answers, probes, cfg.match)
     prompts = [served.chat_ids([{"role": "user", "content": a}]) for a in anchors]
     kl, unchanged = drift(served, previous, "candidate", prompts, cfg.max_new_tokens)
     base_kl = kl if previous is None else drift(served, None, "candidate", prompts, cfg.max_new_tokens)[0]
@@ -103,4 +118,7 @@ def evaluate(
         reasons.append(f"anchor drift KL {base_kl:.3f} > {cfg.max_base_kl} (against the original base)")
     if unchanged < cfg.min_anchor_unchanged:
         reasons.append(f"only {unchanged:.0%} of anchor answers unchanged (< {cfg.min_anchor_unchanged:.0%})")
-    return GateReport(not reasons, reasons, len(probes), heldout, recall_before, after, kl, base_kl, unchanged)
+    limits = {"min_recall_gain": cfg.min_recall_gain, "max_anchor_kl": cfg.max_anchor_kl,
+              "max_base_kl": cfg.max_base_kl, "min_anchor_unchanged": cfg.min_anchor_unchanged}  # fmt: skip
+    return GateReport(not reasons, reasons, len(probes), heldout, recall_before, after, kl, base_kl, unchanged,
+                      examples(probes, before_answers, after_answers, cfg.match), limits)  # fmt: skip

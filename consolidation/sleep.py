@@ -26,7 +26,7 @@ from consolidation.anchors import ANCHOR_PROMPTS, MONITOR_PROMPTS, REPLAY_PROMPT
 from consolidation.dreaming import DreamingConfig, dream
 from consolidation.drift import DriftBudget, DriftGuard
 from consolidation.experts import compact, load_adapter, save_adapter, stack
-from consolidation.gate import GateConfig, GateReport, closed_book_answers, evaluate, recall
+from consolidation.gate import GateConfig, GateReport, closed_book_answers, evaluate
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.seeding import SeedingConfig, seed_knowledge, verifier_score
 from consolidation.sessions import Memory, memories
@@ -100,7 +100,12 @@ class SleepReport:
 
     def summary(self) -> dict[str, Any]:
         gate = (
-            {"passed": self.gate.passed, "reasons": self.gate.reasons, **self.gate.metrics()}
+            {
+                "passed": self.gate.passed,
+                "reasons": self.gate.reasons,
+                "limits": self.gate.limits,
+                **self.gate.metrics(),
+            }
             if self.gate
             else {"passed": False, "reasons": ["nothing to learn: no session stated a name, number or date"]}
         )
@@ -128,6 +133,7 @@ class SleepReport:
             "stored_facts": self.stored_facts,
             "retired_facts": self.retired_facts,
             "drift_checks": self.drift_checks,
+            "probes": self.gate.examples if self.gate else [],  # held-out questions, answers before and after
         }
 
 
@@ -210,10 +216,7 @@ def _run(
     if cfg.drift:  # off by default: no monitor answers to sample, no parameter snapshots
         monitor = replay_targets(policy, list(cfg.monitor), cfg.seeding.max_new_tokens, cfg.top_k)
         guard = DriftGuard(policy, monitor, cfg.drift)
-    before = recall(
-        closed_book_answers(policy, prep.probes, student=False, max_new_tokens=cfg.gate.max_new_tokens),
-        prep.probes, cfg.gate.match,
-    )  # fmt: skip
+    before = closed_book_answers(policy, prep.probes, student=False, max_new_tokens=cfg.gate.max_new_tokens)
     clock.lap("prepare")
 
     steps = seed_knowledge(
@@ -240,7 +243,7 @@ def _run(
     report("gate", 0.2, step="evaluate")
     served = Policy.serving(base_model, {"candidate": candidate, **({"previous": previous} if previous else {})})
     gate = evaluate(served, prep.probes, list(cfg.anchors), cfg.gate, previous="previous" if previous else None,
-                    recall_before=before, heldout=bool(prep.probes))  # fmt: skip
+                    before_answers=before, heldout=bool(prep.probes))  # fmt: skip
     del served
     clock.lap("gate")
     published = None

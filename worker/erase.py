@@ -33,6 +33,7 @@ from sleepd.active_adapter import Fence, PointerFenced, read_active, write_activ
 from sleepd.config import Settings
 from sleepd.erasure import erased, scrub_files, session_records
 from sleepd.jobs import JobStore
+from sleepd.keys import DEFAULT_TENANT
 from sleepd.registry import BASE, AdapterMeta, AdapterRegistry
 from worker.lock import LockLost, SleepLock
 
@@ -120,11 +121,26 @@ def run_erasure(job_id: str, options: dict[str, Any], settings: Settings, client
             client.publish(keys.ADAPTER_EVENTS, json.dumps({"tenant": tenant, "purged": purged, "at": time.time()}))
             _strip_reports(jobs, set(purged))
         report["purged"] = purged
+        _strip_probes(jobs, tenant, gone)
         report["seconds"] = round(time.monotonic() - start, 1)
         log.info("erasure %s for tenant %s: %s", job_id, tenant, report)
         jobs.update(job_id, state="done", phase="done", progress=1.0, finished_at=time.time(), report=report)
     _finish(client, job_id)
     return jobs.get(job_id) or {}
+
+
+def _strip_probes(jobs: JobStore, tenant: str, gone: set[str]) -> None:
+    """A rejected cycle's report keeps its gate probes (questions and answers quoting the sessions): drop those
+    drawn from an erased session."""
+    for job in jobs.recent(1000):
+        report, options = job.get("report") or {}, job.get("options") or {}
+        if not isinstance(report, dict) or options.get("tenant", DEFAULT_TENANT) != tenant:
+            continue
+        if not report.get("probes"):
+            continue
+        kept = [p for p in report["probes"] if not gone & set(p.get("sessions", []))]
+        if len(kept) < len(report["probes"]):
+            jobs.update(job["job_id"], report=report | {"probes": kept})
 
 
 def _strip_reports(jobs: JobStore, purged: set[str]) -> None:

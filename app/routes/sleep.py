@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from app.deps import AdminAuth, SettingsDep
@@ -61,6 +62,23 @@ async def status(job_id: str, request: Request) -> dict[str, Any]:
     if job is None:
         raise NotFound(f"no sleep job {job_id!r}", param="job_id")
     return _with_eta(job)
+
+
+@router.get("/{job_id}/report", response_class=HTMLResponse)
+async def report(job_id: str, request: Request) -> HTMLResponse:
+    """The cycle on one page: phase timings, the gate against its limits, held-out answers before and after,
+    the lineage."""
+    from sleepd.jobs import JobStore
+    from sleepd.registry import AdapterRegistry
+    from sleepd.sleep_report import build, render_html
+
+    job = await asyncio.to_thread(JobStore(_client(request)).get, job_id)
+    if job is None:
+        raise NotFound(f"no sleep job {job_id!r}", param="job_id")
+    tenant = str((job.get("options") or {}).get("tenant", DEFAULT_TENANT))
+    registry: AdapterRegistry = request.app.state.registry
+    adapters = [m.model_dump() for m in await asyncio.to_thread(registry.versions, tenant)]
+    return HTMLResponse(render_html(build(job, adapters)))
 
 
 @router.get("")

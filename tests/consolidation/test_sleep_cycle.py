@@ -64,6 +64,10 @@ def test_sleep_cycle_publishes_an_adapter_the_server_serves(server: Server, tmp_
     summary = json.loads(report.read_text())
     version = summary["published"]
     assert version and summary["gate"]["passed"] and summary["timings_s"]["seeding"] > 0
+    # The report keeps the gate's held-out questions (none here: the random tiny model asks no usable question;
+    # tests/consolidation/test_gate_examples.py checks the rows) and the limits the gate was judged against.
+    assert len(summary["probes"]) == summary["gate"]["probes"]
+    assert summary["gate"]["limits"]["max_anchor_kl"] == 100
 
     meta = AdapterRegistry(server.data_dir / "adapters").verify(version)
     assert meta.source == "sleep" and meta.rank == 8 and [e.rank for e in meta.experts] == [8]

@@ -1,9 +1,13 @@
-"""The erase job's pure logic: which versions an erased session taints, and where a rebuild starts."""
+"""The erase job's logic: which versions an erased session taints, where a rebuild starts, and what it strips
+from the job records it keeps (real Redis)."""
 
 from __future__ import annotations
 
+import redis
+
+from sleepd.jobs import JobStore
 from sleepd.registry import AdapterMeta
-from worker.erase import clean_ancestor, tainted_versions
+from worker.erase import _strip_probes, clean_ancestor, tainted_versions
 
 
 def meta(version: str, parent: str | None, sessions: list[str]) -> AdapterMeta:
@@ -27,3 +31,15 @@ def test_the_rebuild_starts_from_the_nearest_clean_ancestor() -> None:
     assert clean_ancestor("v0003", by_version, {"v0002", "v0003"}) == ("v0001", ["v0003", "v0002"])
     assert clean_ancestor("v0003", by_version, {"v0001", "v0002", "v0003"}) == ("base", ["v0003", "v0002", "v0001"])
     assert clean_ancestor("v0004", by_version, {"v0002", "v0003"}) == ("v0004", [])
+
+
+def test_erasure_strips_an_erased_sessions_questions_from_kept_job_reports(local_redis: redis.Redis) -> None:
+    """A rejected cycle publishes nothing, so no purge strips its report; its gate probes quote the sessions."""
+    jobs = JobStore(local_redis)
+    probes = [{"question": "Where is the vault?", "sessions": ["s1"]}, {"question": "Who leads?", "sessions": ["s2"]}]
+    for job_id, tenant in (("mine", "acme"), ("theirs", "other")):
+        jobs.create(job_id, {"tenant": tenant})
+        jobs.update(job_id, state="rejected", report={"version": None, "probes": probes})
+    _strip_probes(jobs, "acme", {"s1"})
+    assert [p["question"] for p in jobs.get("mine")["report"]["probes"]] == ["Who leads?"]  # type: ignore[index]
+    assert jobs.get("theirs")["report"]["probes"] == probes  # type: ignore[index]  # same id, another tenant's

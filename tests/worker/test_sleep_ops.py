@@ -125,6 +125,19 @@ def test_admin_triggered_cycle_runs_in_the_worker_and_publishes(server: Server, 
     ):
         assert line in metrics, line
 
+    # The cycle's report page (admin token), and the same report in the terminal.
+    page = admin(server, "GET", f"/admin/sleep/{job['job_id']}/report")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert f"{version} (this cycle)" in page.text and "<td>seeding</td>" in page.text
+    assert "anchor drift KL against the previous version" in page.text
+    assert httpx.get(f"{server.base_url}/admin/sleep/{job['job_id']}/report").status_code == 401
+    missing = admin(server, "GET", "/admin/sleep/no-such-job/report")
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "job_id"
+    cli = subprocess.run([sys.executable, "-m", "cli", "report", job["job_id"]], env={**server.env, "COLUMNS": "200"},
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert cli.returncode == 0, cli.stderr + cli.stdout
+    assert "published" in cli.stdout and f"{version} (this cycle)" in cli.stdout and "seeding" in cli.stdout
+
     # Nothing new since: a scheduled-style (unforced) trigger is refused with the reason.
     r = admin(server, "POST", "/admin/sleep", json={})
     assert r.status_code == 409 and "tokens pending" in r.json()["error"]["message"]
