@@ -10,7 +10,8 @@ passed it. Strict scoring (`suite.is_correct`), Wilson 95% intervals, forward an
 The run fails if any probe equals, or has the same content words as, a question the sleep trained on.
 
     .venv/bin/python -m bench.learning --seed 0 --facts 16 --out bench/results/learning-s0.json
-    .venv/bin/python -m bench.learning --method sft-transcript ...   # naive baseline, same budget in steps
+    .venv/bin/python -m bench.learning --method sft-transcript ...   # naive baseline, about a sleep's step count
+    .venv/bin/python -m bench.learning --method sft-transcript --sft-cpu-s 2800 ...   # or a sleep's CPU seconds
 """
 
 from __future__ import annotations
@@ -150,8 +151,10 @@ def leaks(probes: list[str], trained: list[str]) -> list[tuple[str, str]]:
 # -- the naive baseline -----------------------------------------------------------------------------------------
 
 
-def sft_transcripts(policy: Policy, convs: list[list[dict[str, str]]], steps: int, batch: int, lr: float) -> None:
-    """Naive baseline: cross-entropy on the raw session transcripts (user and model turns), same step budget."""
+def sft_transcripts(policy: Policy, convs: list[list[dict[str, str]]], steps: int, batch: int, lr: float,
+                    cpu_s: float | None = None) -> int:  # fmt: skip
+    """Naive baseline: cross-entropy on the raw session transcripts (user and model turns), `steps` steps, or as
+    many as fit in `cpu_s` CPU seconds of this process (an equal-compute budget). Returns the steps taken."""
     rng = random.Random(0)
     tok = policy.tokenizer
     pairs = []
@@ -160,7 +163,9 @@ def sft_transcripts(policy: Policy, convs: list[list[dict[str, str]]], steps: in
         pairs.append((ids[:1], ids[1:]))
     params = policy.trainable_parameters()
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    for _ in range(steps):
+    start, done = time.process_time(), 0
+    while (done < steps) if cpu_s is None else (time.process_time() - start < cpu_s):
+        done += 1
         chosen = rng.sample(pairs, min(batch, len(pairs)))
         logits, mask, toks = policy.completion_logits([p for p, _ in chosen], [c for _, c in chosen], student=True)
         loss = -sequence_logprob(logits, toks, mask).mean()
@@ -168,6 +173,7 @@ def sft_transcripts(policy: Policy, convs: list[list[dict[str, str]]], steps: in
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+    return done
 
 
 # -- main -------------------------------------------------------------------------------------------------------
@@ -187,6 +193,7 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--sft-cpu-s", type=float, help="sft-transcript: train for this many CPU seconds (equal compute)")
     ap.add_argument("--set", action="append", default=[], help="override a SleepConfig field: seeding.onpolicy_every=0")
     ap.add_argument("--out", type=Path, default=RESULTS / "learning.json")
     args = ap.parse_args()
@@ -232,7 +239,7 @@ def main() -> None:
             policy = Policy(base, None, cfg.expert)
             n_targets = sum(len(statements(m)) for m in memories(records)) * 8  # about what a sleep trains on
             steps = cfg.seeding.budget(n_targets)
-            sft_transcripts(policy, convs, steps, cfg.seeding.batch, args.lr)
+            steps = sft_transcripts(policy, convs, args.steps or steps, cfg.seeding.batch, args.lr, args.sft_cpu_s)
             policy.save_expert(candidate)
             published, found = None, []
             result["sft_steps"] = steps

