@@ -22,6 +22,7 @@ import json
 import math
 import random
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -196,6 +197,7 @@ def main() -> None:
     ap.add_argument("--sft-cpu-s", type=float, help="sft-transcript: train for this many CPU seconds (equal compute)")
     ap.add_argument("--set", action="append", default=[], help="override a SleepConfig field: seeding.onpolicy_every=0")
     ap.add_argument("--out", type=Path, default=RESULTS / "learning.json")
+    ap.add_argument("--keep-candidate", type=Path, help="copy the candidate adapter here (bench/interpolate.py)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -245,6 +247,8 @@ def main() -> None:
             result["sft_steps"] = steps
         result["train_s"] = round(time.perf_counter() - t0, 1)
         result["leaks"] = found
+        if args.keep_candidate:
+            shutil.copytree(candidate, args.keep_candidate, dirs_exist_ok=True)
 
         adapters = {"candidate": candidate, **({"published": published} if published else {})}
         evaluator = Policy.serving(base, adapters)
