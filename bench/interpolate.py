@@ -56,13 +56,14 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="sleepd-wise-") as tmp:
         alphas = [float(a) for a in args.alphas.split(",")]
-        adapters = {f"a{a}": scaled(args.candidate, a, Path(tmp) / f"a{a}") for a in alphas}
+        name = {a: f"alpha{round(100 * a)}" for a in alphas}  # PEFT adapter names cannot hold a "."
+        adapters = {name[a]: scaled(args.candidate, a, Path(tmp) / name[a]) for a in alphas}
         served = Policy.serving(base, adapters)
         anchors = [served.chat_ids([{"role": "user", "content": a}]) for a in cfg.anchors]
         closed = [served.chat_ids([{"role": "user", "content": p.question}]) for _, p in items]
         for a in alphas:
-            kl, unchanged = drift(served, None, f"a{a}", anchors, cfg.gate.max_new_tokens)
-            got = score(ask(served, f"a{a}", closed, args.max_new_tokens), items)
+            kl, unchanged = drift(served, None, name[a], anchors, cfg.gate.max_new_tokens)
+            got = score(ask(served, name[a], closed, args.max_new_tokens), items)
             row = {"alpha": a, "anchor_kl": round(kl, 4), "anchor_unchanged": unchanged, "closed_book": got["all"],
                    "forward": got["forward"], "reverse": got["reverse"]}  # fmt: skip
             rows.append(row)
