@@ -119,9 +119,8 @@ def run_erasure(job_id: str, options: dict[str, Any], settings: Settings, client
         purged = [v for v in report["tainted"] if registry.purge(v)]
         if purged:
             client.publish(keys.ADAPTER_EVENTS, json.dumps({"tenant": tenant, "purged": purged, "at": time.time()}))
-            _strip_reports(jobs, set(purged))
         report["purged"] = purged
-        _strip_probes(jobs, tenant, gone)
+        _strip_reports(jobs, tenant, set(purged), gone)
         report["seconds"] = round(time.monotonic() - start, 1)
         log.info("erasure %s for tenant %s: %s", job_id, tenant, report)
         jobs.update(job_id, state="done", phase="done", progress=1.0, finished_at=time.time(), report=report)
@@ -129,23 +128,20 @@ def run_erasure(job_id: str, options: dict[str, Any], settings: Settings, client
     return jobs.get(job_id) or {}
 
 
-def _strip_probes(jobs: JobStore, tenant: str, gone: set[str]) -> None:
-    """A rejected cycle's report keeps its gate probes (questions and answers quoting the sessions): drop those
-    drawn from an erased session."""
-    for job in jobs.recent(1000):
-        report, options = job.get("report") or {}, job.get("options") or {}
-        if not isinstance(report, dict) or options.get("tenant", DEFAULT_TENANT) != tenant:
-            continue
-        if not report.get("probes"):
-            continue
-        kept = [p for p in report["probes"] if not gone & set(p.get("sessions", []))]
-        if len(kept) < len(report["probes"]):
-            jobs.update(job["job_id"], report=report | {"probes": kept})
-
-
-def _strip_reports(jobs: JobStore, purged: set[str]) -> None:
-    """Job records of cycles that published a purged version keep their state, not their report."""
+def _strip_reports(jobs: JobStore, tenant: str, purged: set[str], gone: set[str]) -> None:
+    """One pass over the kept job records. A cycle that published a purged version keeps its state, not its
+    report. Any other cycle of the tenant (a rejected one is never purged) keeps its report without the gate
+    probes drawn from an erased session (they quote the sessions)."""
     for job in jobs.recent(1000):
         report = job.get("report") or {}
-        if isinstance(report, dict) and (report.get("version") in purged or report.get("published") in purged):
+        if not isinstance(report, dict):
+            continue
+        if report.get("version") in purged or report.get("published") in purged:
             jobs.update(job["job_id"], report={"erased": True, "version": report.get("version")})
+            continue
+        probes = report.get("probes") or []
+        if not probes or (job.get("options") or {}).get("tenant", DEFAULT_TENANT) != tenant:
+            continue
+        kept = [p for p in probes if not gone & set(p.get("sessions", []))]
+        if len(kept) < len(probes):
+            jobs.update(job["job_id"], report=report | {"probes": kept})

@@ -7,7 +7,7 @@ import redis
 
 from sleepd.jobs import JobStore
 from sleepd.registry import AdapterMeta
-from worker.erase import _strip_probes, clean_ancestor, tainted_versions
+from worker.erase import _strip_reports, clean_ancestor, tainted_versions
 
 
 def meta(version: str, parent: str | None, sessions: list[str]) -> AdapterMeta:
@@ -40,6 +40,6 @@ def test_erasure_strips_an_erased_sessions_questions_from_kept_job_reports(local
     for job_id, tenant in (("mine", "acme"), ("theirs", "other")):
         jobs.create(job_id, {"tenant": tenant})
         jobs.update(job_id, state="rejected", report={"version": None, "probes": probes})
-    _strip_probes(jobs, "acme", {"s1"})
+    _strip_reports(jobs, "acme", set(), {"s1"})
     assert [p["question"] for p in jobs.get("mine")["report"]["probes"]] == ["Who leads?"]  # type: ignore[index]
     assert jobs.get("theirs")["report"]["probes"] == probes  # type: ignore[index]  # same id, another tenant's
