@@ -69,15 +69,16 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--sleep-timeout-s", type=float, default=4 * 3600)
     ap.add_argument("--tenants", action="store_true", help="tenant A tells, tenant B must not recall")
+    ap.add_argument("--probe-tenant", help="skip telling and sleeping: probe this tenant, taught by an earlier run")
     ap.add_argument("--out", type=Path, default=RESULTS / "e2e.json")
     args = ap.parse_args()
     token = args.admin_token or (ROOT / "data" / "admin_token").read_text().strip()
     http = httpx.Client(base_url=args.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=600)
     tenant: str | None = None
     key_a = key_b = "unused"
-    if args.tenants:
+    if args.tenants or args.probe_tenant:
         run_tag = uuid.uuid4().hex[:6]
-        tenant = f"e2e-a-{run_tag}"
+        tenant = args.probe_tenant or f"e2e-a-{run_tag}"
         key_a = http.post("/admin/keys", json={"tenant": tenant, "name": "e2e A"}).raise_for_status().json()["key"]
         key_b = http.post("/admin/keys", json={"tenant": f"e2e-b-{run_tag}", "name": "e2e B"}).raise_for_status(
         ).json()["key"]  # fmt: skip
@@ -86,31 +87,45 @@ def main() -> None:
     run = uuid.uuid4().hex[:6]
     result: dict[str, Any] = {"config": {k: str(v) for k, v in vars(args).items()}, "tenant": tenant}
 
-    t0 = time.perf_counter()
-    convs: list[list[dict[str, str]]] = []
-    for i, fact in enumerate(facts):
-        conv: list[dict[str, str]] = []
-        for turn in fact.turns:
-            conv.append({"role": "user", "content": turn})
-            conv.append({"role": "assistant", "content": chat(client, conv, f"e2e-{run}-{i}", {}, args.reply_tokens)})
-        convs.append(conv)
-    result["sessions_s"] = round(time.perf_counter() - t0, 1)
-    time.sleep(2)  # the session log writes off the request path
+    def tell(headers: dict[str, str]) -> list[list[dict[str, str]]]:
+        convs: list[list[dict[str, str]]] = []
+        for i, fact in enumerate(facts):
+            conv: list[dict[str, str]] = []
+            for turn in fact.turns:
+                conv.append({"role": "user", "content": turn})
+                conv.append({"role": "assistant", "content": chat(client, conv, f"e2e-{run}-{i}", headers,
+                                                                  args.reply_tokens)})  # fmt: skip
+            convs.append(conv)
+        return convs
 
-    t0 = time.perf_counter()
-    trigger: dict[str, Any] = {"force": True, **({"tenant": tenant} if tenant else {})}
-    job = http.post("/admin/sleep", json=trigger).raise_for_status().json()["job_id"]
-    while True:
-        state = http.get(f"/admin/sleep/{job}").json()
-        if state["state"] in ("published", "rejected", "failed", "skipped"):
-            break
-        if time.perf_counter() - t0 > args.sleep_timeout_s:
-            raise TimeoutError(f"sleep {job} still {state['state']} after {args.sleep_timeout_s} s")
-        time.sleep(10)
-    result["sleep_s"] = round(time.perf_counter() - t0, 1)
-    result["job"] = state
-    print(json.dumps({"sleep": state["state"], "s": result["sleep_s"], "report": state.get("report")}, default=str))
-    version = (state.get("report") or {}).get("version")
+    if args.probe_tenant:
+        # Probes only, of a tenant an earlier run taught: its sessions are told again with its version switched to
+        # base (as they were first told: greedy, so the same replies) and with learning off, then probed as below.
+        version = active_version(http, key_a)
+        activate(http, "base", tenant, key_a)
+        convs = tell(NO_LEARN)
+        activate(http, version, tenant, key_a)
+    else:
+        t0 = time.perf_counter()
+        convs = tell({})
+        result["sessions_s"] = round(time.perf_counter() - t0, 1)
+        time.sleep(2)  # the session log writes off the request path
+
+        t0 = time.perf_counter()
+        trigger: dict[str, Any] = {"force": True, **({"tenant": tenant} if tenant else {})}
+        job = http.post("/admin/sleep", json=trigger).raise_for_status().json()["job_id"]
+        while True:
+            state = http.get(f"/admin/sleep/{job}").json()
+            if state["state"] in ("published", "rejected", "failed", "skipped"):
+                break
+            if time.perf_counter() - t0 > args.sleep_timeout_s:
+                raise TimeoutError(f"sleep {job} still {state['state']} after {args.sleep_timeout_s} s")
+            time.sleep(10)
+        result["sleep_s"] = round(time.perf_counter() - t0, 1)
+        result["job"] = state
+        print(json.dumps({"sleep": state["state"], "s": result["sleep_s"], "report": state.get("report")}, default=str))
+        version = str((state.get("report") or {}).get("version") or "")
+    result["sessions"] = convs
 
     items = [(f, p) for f in facts for p in f.probes]
     answers: dict[str, list[str]] = {}
@@ -126,18 +141,20 @@ def main() -> None:
         return [chat(c, [{"role": "user", "content": p.question}], f"probe-{run}", NO_LEARN, args.max_new_tokens)
                 for _, p in items]  # fmt: skip
 
+    def in_context() -> list[str]:
+        return [chat(client, [*convs[facts.index(f)], {"role": "user", "content": p.question}], f"probe-{run}",
+                     NO_LEARN, args.max_new_tokens) for f, p in items]  # fmt: skip
+
     answers["after the sleep, served"] = closed_book(client)
-    answers["in context (the bar)"] = [
-        chat(client, [*convs[facts.index(f)], {"role": "user", "content": p.question}], f"probe-{run}", NO_LEARN,
-             args.max_new_tokens)
-        for f, p in items
-    ]  # fmt: skip
+    if served != "base":  # the session in context *and* the new version: what a user gets who pastes it again
+        answers["in context, after the sleep"] = in_context()
     if tenant:
         other = OpenAI(base_url=args.base_url + "/v1", api_key=key_b, max_retries=0, timeout=600)
         answers["tenant B, closed-book"] = closed_book(other)
     if served != "base":
         activate(http, "base", tenant, key_a)
     answers["base, closed-book"] = closed_book(client)
+    answers["in context (the bar)"] = in_context()  # the model before the sleep, with the session
     if served != "base":
         activate(http, served, tenant, key_a)
     if tenant:

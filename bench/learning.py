@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from bench.suite import Fact, Probe, generate, is_correct
+from consolidation.anchors import TASK_REPLAY
 from consolidation.losses import sequence_logprob
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.seeding import SeedingConfig
@@ -192,10 +193,16 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=SeedingConfig.lr)
     ap.add_argument("--hard", type=float, default=SeedingConfig.hard)
     ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--targets", default=",".join(ExpertConfig.targets), help="modules the new expert adapts")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--sft-cpu-s", type=float, help="sft-transcript: train for this many CPU seconds (equal compute)")
     ap.add_argument("--set", action="append", default=[], help="override a SleepConfig field: seeding.onpolicy_every=0")
+    ap.add_argument(
+        "--no-task-replay",
+        action="store_true",
+        help="ablation: replay without the task-taxonomy prompts (consolidation/anchors.py)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "learning.json")
     ap.add_argument("--keep-candidate", type=Path, help="copy the candidate adapter here (bench/interpolate.py)")
     args = ap.parse_args()
@@ -209,11 +216,13 @@ def main() -> None:
     records = records_of(convs, f"s{args.seed}")
 
     cfg = SleepConfig(
-        expert=ExpertConfig(rank=args.rank),
+        expert=ExpertConfig(rank=args.rank, targets=tuple(args.targets.split(","))),
         seeding=SeedingConfig(epochs=args.epochs, steps=args.steps, lr=args.lr, hard=args.hard),
         threads=args.threads or None,
     )
     cfg = dataclasses.replace(cfg, dreaming=dataclasses.replace(cfg.dreaming, rounds=args.dream_rounds))
+    if args.no_task_replay:
+        cfg = dataclasses.replace(cfg, replay=tuple(p for p in cfg.replay if p not in TASK_REPLAY))
     for item in args.set:
         path, value = item.split("=", 1)
         section, _, name = path.rpartition(".")

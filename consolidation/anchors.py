@@ -68,10 +68,50 @@ _GENERIC_REPLAY: tuple[str, ...] = (
     "What season comes after winter?",
     "Explain in one sentence what a computer is.",
 )
+# Replay must cover the kinds of thing users ask, or the student keeps the few replayed answers and drifts
+# everywhere else. Four prompts for each category of a public instruction-data taxonomy (Databricks Dolly's:
+# brainstorming, classification, closed QA, creative writing, general QA, information extraction, open QA,
+# summarization), written without reference to the anchors beyond the opening rule above.
+TASK_REPLAY: tuple[str, ...] = (
+    "Brainstorm three ideas for a rainy weekend.",
+    "What are some ways to save water at home?",
+    "Think of four names for a bakery.",
+    "Come up with two games children can play outside.",
+    "Sort these into animals and plants: oak, tiger, fern, eagle.",
+    "Classify each as hot or cold: ice, soup, snow, coffee.",
+    "Which of these are vehicles: car, apple, train, bicycle?",
+    "Tell me whether each is a country or a city: Peru, Paris, Kenya, Oslo.",
+    "Based on this text, how tall is the tree? 'The old oak in the park is 20 metres tall and 300 years old.'",
+    "Read this and say who arrived first: 'Maria came at noon; Tom arrived an hour later.'",
+    "From the note 'The shop opens at 9 and closes at 5', when does the shop close?",
+    "According to 'Mars has two moons, Phobos and Deimos', how many moons does Mars have?",
+    "Write a limerick about a cat.",
+    "Write the opening line of a mystery novel.",
+    "Create a two-line poem about the sea.",
+    "Write a short dialogue between a teacher and a student.",
+    "How does a refrigerator keep food cold?",
+    "What makes a good friend?",
+    "Why is exercise good for health?",
+    "How do plants get energy?",
+    "Pull out the dates from this sentence: 'We met on 3 May and again on 9 June.'",
+    "Extract the names from: 'Anna and Ben went to see Carla.'",
+    "What numbers appear in 'The box holds 12 eggs and costs 4 dollars'?",
+    "List the colours mentioned in: 'She wore a red hat and green shoes.'",
+    "What is photosynthesis?",
+    "Who invented the telephone?",
+    "What is the tallest mountain in Africa?",
+    "How far is the Moon from the Earth?",
+    "Summarize in one line: 'The team trained for months, lost the first match, then won the final.'",
+    "Give a short summary of what a recipe is for.",
+    "Sum up the benefits of reading books in one sentence.",
+    "Briefly summarize how a bill becomes a law.",
+)
 _WELL_KNOWN = ("the Eiffel Tower", "Mount Everest", "the Amazon river", "Albert Einstein", "the Moon", "Tokyo",
                "the Great Wall of China", "penguins", "the Pacific Ocean", "Leonardo da Vinci", "volcanoes",
                "the Olympic Games")  # fmt: skip
 
-REPLAY_PROMPTS: tuple[str, ...] = _GENERIC_REPLAY + tuple(
-    KEYED_TEMPLATES[i % len(KEYED_TEMPLATES)].format(thing) for i, thing in enumerate(_WELL_KNOWN)
+REPLAY_PROMPTS: tuple[str, ...] = (
+    _GENERIC_REPLAY
+    + TASK_REPLAY
+    + tuple(KEYED_TEMPLATES[i % len(KEYED_TEMPLATES)].format(thing) for i, thing in enumerate(_WELL_KNOWN))
 )

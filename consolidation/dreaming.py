@@ -137,10 +137,10 @@ def _fresh_problems(policy: Policy, failed: list[Target], n: int, asked: set[str
     sources = list({p.statements[0].text: p for p in failed}.values())
     written = asked_questions(policy, [p.statements[0] for p in sources], n, samples=n + 2)
     added = [
-        make_target(policy, p.key, p.statements, q, "asked")
+        make_target(policy, p.key, p.statements, a.question, "asked", a.span)
         for p, qs in zip(sources, written, strict=True)
-        for q in qs
-        if q.lower() not in asked
+        for a in qs
+        if a.question.lower() not in asked
     ]
     attach_teacher(policy, added)
     return [t for t in added if t.expected]

@@ -293,10 +293,10 @@ def prepare(
     questions: dict[str, list[str]] = {}
     for st, qs in zip(found, asked, strict=True):
         held = cfg.heldout_per_statement if len(qs) >= 2 else 0
-        made = [make_target(policy, st.text, (st,), q, "asked") for q in qs]
+        made = [make_target(policy, st.text, (st,), a.question, "asked", a.span) for a in qs]
         probes += made[:held]
         targets += made[held:]
-        questions[st.text] = qs[held:]
+        questions[st.text] = [a.question for a in qs[held:]]
     on_progress(0.3, "stored facts")
     stored = stored_targets(policy, kept, cfg, rng)
     on_progress(0.4, "teacher")

@@ -68,11 +68,16 @@ class Target:
     topk_logp: torch.Tensor | None = None  # (T, k) their log-probabilities (with the session in context)
     evidence: torch.Tensor | None = None  # (T,) log p(token | session) - log p(token | no session); None: weight 1
     weight: float = 1.0  # sampling weight (a decayed stored fact is drawn more often)
+    span: str | None = None  # the span an answer-aware question was written to ask for
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def expected(self) -> tuple[str, ...]:
-        """The spans a right answer states: the statements' specifics the question does not already hold."""
+        """The spans a right answer states: the one the question was written to ask for, else the statements'
+        specifics the question does not already hold. ("Which build finished as run number 3133?" asks for the
+        build, not for every other number its statement holds.)"""
+        if self.span and not states_span(self.question, self.span):
+            return (self.span,)
         found = [s for st in self.statements for s in st.spans if not states_span(self.question, s)]
         return tuple(dict.fromkeys(found))
 
@@ -91,14 +96,24 @@ def teacher_context(statements: tuple[Statement, ...]) -> str:
     return "\n".join(f"user: {src}" for src in dict.fromkeys(s.source for s in statements))
 
 
-def make_target(policy: Policy, key: str, statements: tuple[Statement, ...], question: str, kind: str) -> Target:
+def make_target(policy: Policy, key: str, statements: tuple[Statement, ...], question: str, kind: str,
+                span: str | None = None) -> Target:  # fmt: skip
     eos = policy.tokenizer.eos_token_id
     q = [{"role": "user", "content": question}]
     answer = list(policy.tokenizer(answer_text(statements), add_special_tokens=False)["input_ids"]) + [eos]
     return Target(
         key, statements, question, kind, policy.chat_ids(q), policy.chat_ids(q, context=teacher_context(statements)),
-        answer,
+        answer, span=span,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A question the teacher wrote about a statement, and the span it was asked to have as its answer (None: a
+    question about the statement as a whole)."""
+
+    question: str
+    span: str | None
 
 
 def keyed_targets(
@@ -149,7 +164,7 @@ def asked_questions(
     temperature: float = 0.9,
     max_spans: int = 3,
     on_chunk: Callable[[int, int], None] | None = None,
-) -> list[list[str]]:
+) -> list[list[Asked]]:
     """Up to n distinct questions the teacher writes about each statement, in one batched sampling call: for
     each of its spans (up to `max_spans`), questions whose answer is that span (answer-aware: the code from the
     place and the place from the code), interleaved over spans; a statement without spans gets questions it
@@ -164,20 +179,20 @@ def asked_questions(
             owners.append((i, span))
     drawn = policy.generate(prompts, student=False, n=samples, temperature=temperature, max_new_tokens=32,
                             on_chunk=on_chunk)  # fmt: skip
-    per_span: list[list[list[str]]] = [[] for _ in statements]
+    per_span: list[list[list[Asked]]] = [[] for _ in statements]
     for k, (i, span) in enumerate(owners):
-        found: list[str] = []
+        found: list[Asked] = []
         for ids in drawn[k * samples : (k + 1) * samples]:
             q = clean_question(policy.decode(ids), statements[i].text)
             if q and about(q, statements[i], exact=True) and not (span and states_span(q, span)):
-                found.append(q)
+                found.append(Asked(q, span))
         per_span[i].append(found)
-    out: list[list[str]] = []
+    out: list[list[Asked]] = []
     for lists in per_span:
-        merged: list[str] = []
-        for q in (q for row in zip_longest(*lists) for q in row if q):
-            if q.lower() not in {m.lower() for m in merged}:
-                merged.append(q)
+        merged: list[Asked] = []
+        for a in (a for row in zip_longest(*lists) for a in row if a):
+            if a.question.lower() not in {m.question.lower() for m in merged}:
+                merged.append(a)
         out.append(merged[:n])
     return out
 

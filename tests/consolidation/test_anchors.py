@@ -23,3 +23,11 @@ def test_monitor_prompts_share_no_template_with_training_or_the_gate() -> None:
     others = {opening(p) for p in (*REPLAY_PROMPTS, *ANCHOR_PROMPTS)} | {opening(t) for t in KEYED_TEMPLATES}
     assert [m for m in MONITOR_PROMPTS if opening(m) in others] == []
     assert not set(MONITOR_PROMPTS) & (set(REPLAY_PROMPTS) | set(ANCHOR_PROMPTS))
+
+
+def test_the_audit_prompts_are_used_by_nothing_that_trains_or_gates() -> None:
+    """bench/drift_where.py's audit set checks that lower anchor KL means lower drift, not fitted anchors."""
+    from bench.drift_where import AUDIT_PROMPTS
+
+    used = {opening(p) for p in (*REPLAY_PROMPTS, *ANCHOR_PROMPTS, *MONITOR_PROMPTS)}
+    assert [a for a in AUDIT_PROMPTS if opening(a) in used | {opening(t) for t in KEYED_TEMPLATES}] == []

@@ -36,3 +36,14 @@ def test_keyed_and_cloze_targets_ask_both_ways_and_answer_with_the_statement(tin
     assert all(t.answer[-1] == eos and policy.decode(t.answer) == TUNNEL.text for t in cloze)
     attach_teacher(policy, cloze, top_k=4)
     assert all(t.topk_ids.shape == (len(t.answer), 4) and t.evidence.shape == (len(t.answer),) for t in cloze)  # type: ignore[union-attr]
+
+
+def test_an_answer_aware_question_expects_the_span_it_asks_for() -> None:
+    from consolidation.targets import Target
+
+    build = Statement("s3", "You ran the index rebuild on zunddex-98 as run number 3133, steps 1 and 2.",
+                      ("zunddex-98", "3133", "1", "2"), "src")  # fmt: skip
+    asked = Target("k", (build,), "Which build finished as run number 3133?", "asked", [], [], [], span="zunddex-98")
+    assert asked.expected == ("zunddex-98",)  # not the statement's other numbers: the question asks for the build
+    whole = Target("k", (build,), "Which build finished as run number 3133?", "asked", [], [], [])
+    assert whole.expected == ("zunddex-98", "1", "2")  # a question about the whole statement: all it leaves open
