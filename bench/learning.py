@@ -199,9 +199,9 @@ def main() -> None:
     ap.add_argument("--sft-cpu-s", type=float, help="sft-transcript: train for this many CPU seconds (equal compute)")
     ap.add_argument("--set", action="append", default=[], help="override a SleepConfig field: seeding.onpolicy_every=0")
     ap.add_argument(
-        "--no-task-replay",
+        "--task-replay",
         action="store_true",
-        help="ablation: replay without the task-taxonomy prompts (consolidation/anchors.py)",
+        help="ablation: also replay the task-taxonomy prompts (consolidation/anchors.py: TASK_REPLAY)",
     )
     ap.add_argument("--out", type=Path, default=RESULTS / "learning.json")
     ap.add_argument("--keep-candidate", type=Path, help="copy the candidate adapter here (bench/interpolate.py)")
@@ -221,8 +221,8 @@ def main() -> None:
         threads=args.threads or None,
     )
     cfg = dataclasses.replace(cfg, dreaming=dataclasses.replace(cfg.dreaming, rounds=args.dream_rounds))
-    if args.no_task_replay:
-        cfg = dataclasses.replace(cfg, replay=tuple(p for p in cfg.replay if p not in TASK_REPLAY))
+    if args.task_replay:
+        cfg = dataclasses.replace(cfg, replay=cfg.replay + TASK_REPLAY)
     for item in args.set:
         path, value = item.split("=", 1)
         section, _, name = path.rpartition(".")

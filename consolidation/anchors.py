@@ -68,10 +68,13 @@ _GENERIC_REPLAY: tuple[str, ...] = (
     "What season comes after winter?",
     "Explain in one sentence what a computer is.",
 )
-# Replay must cover the kinds of thing users ask, or the student keeps the few replayed answers and drifts
-# everywhere else. Four prompts for each category of a public instruction-data taxonomy (Databricks Dolly's:
-# brainstorming, classification, closed QA, creative writing, general QA, information extraction, open QA,
-# summarization), written without reference to the anchors beyond the opening rule above.
+# Not replayed by default: four prompts for each category of a public instruction-data taxonomy (Databricks
+# Dolly's: brainstorming, classification, closed QA, creative writing, general QA, information extraction, open
+# QA, summarization). Replaying them lowered the gate's anchor KL more than drift on prompts nothing uses
+# (bench/drift_where.py's audit set), and cost recall at about the rate any smaller step does: they partly
+# cover the kinds of prompt the anchors are, so as a default they would soften the gate rather than lower
+# drift (docs/BENCHMARKS.md, "Replay over a task taxonomy"). Kept for that ablation (bench.learning
+# --task-replay), under the same opening rule.
 TASK_REPLAY: tuple[str, ...] = (
     "Brainstorm three ideas for a rainy weekend.",
     "What are some ways to save water at home?",
@@ -110,8 +113,6 @@ _WELL_KNOWN = ("the Eiffel Tower", "Mount Everest", "the Amazon river", "Albert 
                "the Great Wall of China", "penguins", "the Pacific Ocean", "Leonardo da Vinci", "volcanoes",
                "the Olympic Games")  # fmt: skip
 
-REPLAY_PROMPTS: tuple[str, ...] = (
-    _GENERIC_REPLAY
-    + TASK_REPLAY
-    + tuple(KEYED_TEMPLATES[i % len(KEYED_TEMPLATES)].format(thing) for i, thing in enumerate(_WELL_KNOWN))
+REPLAY_PROMPTS: tuple[str, ...] = _GENERIC_REPLAY + tuple(
+    KEYED_TEMPLATES[i % len(KEYED_TEMPLATES)].format(thing) for i, thing in enumerate(_WELL_KNOWN)
 )

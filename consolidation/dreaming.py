@@ -137,7 +137,7 @@ def _fresh_problems(policy: Policy, failed: list[Target], n: int, asked: set[str
     sources = list({p.statements[0].text: p for p in failed}.values())
     written = asked_questions(policy, [p.statements[0] for p in sources], n, samples=n + 2)
     added = [
-        make_target(policy, p.key, p.statements, a.question, "asked", a.span)
+        make_target(policy, p.key, p.statements, a.question, "asked")  # the statement's spans (sleep.prepare)
         for p, qs in zip(sources, written, strict=True)
         for a in qs
         if a.question.lower() not in asked
