@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.statements import Statement
 from consolidation.targets import about, attach_teacher, cloze_targets, keyed_targets
@@ -47,3 +49,25 @@ def test_an_answer_aware_question_expects_the_span_it_asks_for() -> None:
     assert asked.expected == ("zunddex-98",)  # not the statement's other numbers: the question asks for the build
     whole = Target("k", (build,), "Which build finished as run number 3133?", "asked", [], [], [])
     assert whole.expected == ("zunddex-98", "1", "2")  # a question about the whole statement: all it leaves open
+
+
+def test_only_the_gates_probes_expect_their_asked_span(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Judging training by the asked span raised the report seed's drift over the gate (docs/BENCHMARKS.md), so a
+    sleep's training targets keep the statement's spans; only the held-out probes expect the asked one. The
+    question writer is replaced (a tiny random model writes no usable questions); the split is what is tested."""
+    import consolidation.sleep as sleep
+    from consolidation.targets import Asked
+
+    build = Statement("s3", "You ran the index rebuild on zunddex-98 in Tromso as run number 3133.",
+                      ("zunddex-98", "Tromso", "3133"), "src")  # fmt: skip
+    written = [
+        Asked("Which build finished as run number 3133?", "zunddex-98"),
+        Asked("Which run was zunddex-98?", "3133"),
+    ]
+    monkeypatch.setattr(sleep, "asked_questions", lambda policy, found, *a, **k: [written for _ in found])
+    policy = Policy(tiny_model, None, ExpertConfig(rank=2))
+    prep = sleep.prepare(policy, [build], [], sleep.SleepConfig(keyed_per_span=1), lambda done, step: None)
+    assert [(p.question, p.span) for p in prep.probes] == [(written[0].question, "zunddex-98")]
+    asked = [t for t in prep.targets if t.kind == "asked"]
+    assert [(t.question, t.span) for t in asked] == [(written[1].question, None)]
+    assert asked[0].expected == ("Tromso", "3133")  # the statement's spans the question leaves open
