@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from consolidation.anchors import ANCHOR_PROMPTS
+from consolidation.losses import forward_kl_per_token
 from sleepd.models import resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,8 +67,8 @@ def main() -> None:
     with served.using("candidate"):
         now, _, _ = served.completion_logits(prompts, answers, student=True)
         again = served.generate(prompts, student=True, max_new_tokens=args.max_new_tokens)
-    t, s = F.log_softmax(ref.float(), -1), F.log_softmax(now.float(), -1)
-    kl = (t.exp() * (t - s)).sum(-1) * mask  # (B, T)
+    kl = forward_kl_per_token(ref, now) * mask  # (B, T)
+    t, s = F.log_softmax(ref.float(), -1), F.log_softmax(now.float(), -1)  # for the moved tokens' probabilities
     total = float(kl.sum() / mask.sum())
     per_anchor = []
     for i, prompt in enumerate(texts):

@@ -21,10 +21,14 @@ def forward_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, mask:
 
         sum_v p_T(v) (log p_T(v) - log p_S(v))
     """
+    return _masked_mean(forward_kl_per_token(teacher_logits, student_logits), mask)
+
+
+def forward_kl_per_token(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p_T || p_S) at each position, (B, T): what `forward_kl` averages (bench/drift_where.py reads it whole)."""
     t = F.log_softmax(teacher_logits.float(), dim=-1)
     s = F.log_softmax(student_logits.float(), dim=-1)
-    per_token = (t.exp() * (t - s)).sum(-1)
-    return _masked_mean(per_token, mask)
+    return (t.exp() * (t - s)).sum(-1)
 
 
 def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
