@@ -90,7 +90,17 @@ def main() -> None:
         top.append({"kl": round(v, 3), "anchor": i, "pos": j, "token": served.decode([tok]),
                     "p_base": round(float(t[i, j, tok].exp()), 3), "p_cand": round(float(s[i, j, tok].exp()), 3),
                     "cand_argmax": served.decode([cand_top])})  # fmt: skip
+    # Chain rule: KL(base || cand) per token = the binary KL over {end of turn, anything else} + the rest. The
+    # first part is drift in *when to stop* (answers made shorter), the rest in *what to say*.
+    eos = served.tokenizer.eos_token_id
+    pb, pc = t[..., eos].exp().clamp(1e-9, 1 - 1e-9), s[..., eos].exp().clamp(1e-9, 1 - 1e-9)
+    stop_kl = (pb * (pb / pc).log() + (1 - pb) * ((1 - pb) / (1 - pc)).log()) * mask
+    stop = {"p_base": round(float((pb * mask).sum() / mask.sum()), 4),
+            "p_candidate": round(float((pc * mask).sum() / mask.sum()), 4),
+            "kl": round(float(stop_kl.sum() / mask.sum()), 4),
+            "share": round(float(stop_kl.sum() / kl.sum().clamp_min(1e-9)), 3)}  # fmt: skip
     result = {"anchor_kl": round(total, 4), "by_position": buckets, "top5pct_share": round(share_top, 3),
+              "end_of_turn": stop,
               "unchanged": sum(a == b for a, b in zip(answers, again, strict=True)), "per_anchor": per_anchor,
               "top_tokens": top}  # fmt: skip
     print(json.dumps(result, indent=2))

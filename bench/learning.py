@@ -33,6 +33,7 @@ import torch
 from bench.suite import Fact, Probe, generate, is_correct
 from consolidation.anchors import TASK_REPLAY
 from consolidation.losses import sequence_logprob
+from consolidation.nullspace import NullSpaceConfig
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.seeding import SeedingConfig
 from consolidation.sessions import memories
@@ -181,6 +182,15 @@ def sft_transcripts(policy: Policy, convs: list[list[dict[str, str]]], steps: in
 # -- main -------------------------------------------------------------------------------------------------------
 
 
+def parse_as(current: object, value: str) -> Any:
+    """A --set value as the type of the field it overrides (bool("false") would be True)."""
+    if isinstance(current, bool):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise SystemExit(f"--set: expected true or false, got {value!r}")
+        return value.lower() in ("true", "1")
+    return type(current)(value)  # type: ignore[call-arg]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
@@ -203,6 +213,12 @@ def main() -> None:
         action="store_true",
         help="ablation: also replay the task-taxonomy prompts (consolidation/anchors.py: TASK_REPLAY)",
     )
+    ap.add_argument(
+        "--nullspace",
+        type=float,
+        metavar="ENERGY",
+        help="energy of the replay's input directions the expert may not read (0: off; consolidation/nullspace.py)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "learning.json")
     ap.add_argument("--keep-candidate", type=Path, help="copy the candidate adapter here (bench/interpolate.py)")
     args = ap.parse_args()
@@ -223,15 +239,17 @@ def main() -> None:
     cfg = dataclasses.replace(cfg, dreaming=dataclasses.replace(cfg.dreaming, rounds=args.dream_rounds))
     if args.task_replay:
         cfg = dataclasses.replace(cfg, replay=cfg.replay + TASK_REPLAY)
+    if args.nullspace is not None:  # 0: off (the ablation)
+        cfg = dataclasses.replace(cfg, nullspace=NullSpaceConfig(energy=args.nullspace) if args.nullspace else None)
     for item in args.set:
         path, value = item.split("=", 1)
         section, _, name = path.rpartition(".")
         if section:
             sub = getattr(cfg, section)
-            kind = type(getattr(sub, name))
-            cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{name: kind(value)})})
+            new = dataclasses.replace(sub, **{name: parse_as(getattr(sub, name), value)})
+            cfg = dataclasses.replace(cfg, **{section: new})
         else:
-            cfg = dataclasses.replace(cfg, **{name: type(getattr(cfg, name))(value)})
+            cfg = dataclasses.replace(cfg, **{name: parse_as(getattr(cfg, name), value)})
 
     items = [(f, p) for f in facts for p in f.probes]
     result: dict[str, Any] = {"config": {k: str(v) for k, v in vars(args).items()}, "sleep_config": str(cfg)}

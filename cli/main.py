@@ -471,6 +471,7 @@ def consolidate(
     from consolidation.dreaming import DreamingConfig
     from consolidation.drift import DriftBudget
     from consolidation.gate import GateConfig
+    from consolidation.nullspace import NullSpaceConfig
     from consolidation.policy import ExpertConfig
     from consolidation.seeding import SeedingConfig
     from consolidation.sessions import load_jsonl
@@ -500,6 +501,7 @@ def consolidate(
         ),
         asked_per_statement=settings.sleep_asked_per_statement,
         drift=DriftBudget(max_kl=settings.sleep_drift_budget) if settings.sleep_drift_budget > 0 else None,
+        nullspace=NullSpaceConfig(energy=settings.sleep_nullspace_energy) if settings.sleep_nullspace_energy else None,
         max_rank=settings.max_lora_rank,
     )
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.fields[info]}"),

@@ -39,6 +39,9 @@ class DreamingConfig:
     new_questions: int = 1  # fresh questions per statement with a failed problem, per round
     lr: float = 5e-4
     warmup: int = 0  # steps of linear warm-up of this phase's fresh optimizer (0: none; see SeedingConfig.warmup)
+    # Continue Seeding's Adam moments instead of starting a fresh optimizer, whose first steps move every
+    # parameter by about the learning rate (the drift trace's second jump, docs/BENCHMARKS.md).
+    carry_optimizer: bool = False
     temperature: float = 0.8
     max_new_tokens: int = 40
     w_replay: float = 1.0
@@ -66,12 +69,14 @@ def dream(
     seeding_cfg: SeedingConfig,
     on_round: Callable[[RoundLog], None] | None = None,
     guard: DriftGuard | None = None,
+    opt: torch.optim.Optimizer | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> list[RoundLog]:
     """Rounds until the budget, nothing left open, or the drift budget spent (checked after each round's
     steps; a round that overspent it is undone)."""
     rng = random.Random(cfg.seed)
     params = policy.trainable_parameters()
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    opt = opt or torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)  # warm_up sets this phase's rate
     open_problems = [p for p in problems if p.expected]
     logs = []
     taken = 0  # optimizer steps so far (the warm-up spans rounds)
@@ -113,6 +118,8 @@ def dream(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
+            if after_step:
+                after_step()
         within = guard.check("dreaming", rnd, strict=True) if guard else True  # over the budget: round undone
         # Curriculum: drop what is mastered, pose a fresh question about each statement still failed.
         mastered = {id(p) for p, r in zip(posed, pass_rates, strict=True) if r >= cfg.mastered}

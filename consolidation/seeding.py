@@ -128,12 +128,16 @@ def seed_knowledge(
     cfg: SeedingConfig,
     on_step: Callable[[StepLog], None] | None = None,
     guard: DriftGuard | None = None,
+    opt: torch.optim.Optimizer | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> list[StepLog]:
     """Train the new expert for the budget's steps, or until `guard` finds the drift budget spent (it then
-    restores the last parameters within it)."""
+    restores the last parameters within it). `opt`: an optimizer over the expert to use (and leave, with its
+    moments, to Dreaming) instead of a fresh AdamW. `after_step`: called after every update (the null-space
+    projection, consolidation/nullspace.py)."""
     rng = random.Random(cfg.seed)
     params = policy.trainable_parameters()
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    opt = opt or torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     logs: list[StepLog] = []
     steps = cfg.budget(len(targets))
     for step in range(1, steps + 1 if targets else 1):
@@ -163,6 +167,8 @@ def seed_knowledge(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.clip)
             opt.step()
+            if after_step:
+                after_step()
         log = StepLog(step, steps, loss.item(), dist.item(), rkl.item(), pg.item(), rep.item(), reward,
                       time.perf_counter() - start, tokens)  # fmt: skip
         logs.append(log)

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         description="Monitor KL at which a sleep stops training and keeps what it learned within it (0: off;"
         " measured to cost recall at 0.1, see docs/BENCHMARKS.md).",
     )
+    sleep_nullspace_energy: float = Field(
+        0.9,
+        description="Share of generic inputs' energy whose directions a sleep's new expert may not read (0: off;"
+        " lowers drift, see docs/BENCHMARKS.md).",
+    )
     sleep_rank: int = 16
     sleep_asked_per_statement: int = Field(4, description="Questions the model writes about each statement.")
     sleep_max_new_tokens: int = Field(40, description="Length of sampled answers and questions during a sleep.")

@@ -160,6 +160,7 @@ def _consolidate(
     from consolidation.dreaming import DreamingConfig
     from consolidation.drift import DriftBudget
     from consolidation.gate import GateConfig
+    from consolidation.nullspace import NullSpaceConfig
     from consolidation.policy import ExpertConfig
     from consolidation.seeding import SeedingConfig
     from consolidation.sleep import SleepConfig, run_sleep
@@ -181,6 +182,7 @@ def _consolidate(
         max_rank=settings.max_lora_rank,
         asked_per_statement=settings.sleep_asked_per_statement,
         drift=DriftBudget(max_kl=settings.sleep_drift_budget) if settings.sleep_drift_budget > 0 else None,
+        nullspace=NullSpaceConfig(energy=settings.sleep_nullspace_energy) if settings.sleep_nullspace_energy else None,
         tenant=tenant,
     )
     force = bool(options.get("force"))
