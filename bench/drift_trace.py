@@ -20,11 +20,10 @@ from bench.learning import RESULTS, ROOT, cached_sessions, records_of
 from bench.suite import generate
 from consolidation.dreaming import dream
 from consolidation.drift import monitor_kl
-from consolidation.nullspace import generic_projector
 from consolidation.policy import Policy
 from consolidation.seeding import StepLog, seed_knowledge
 from consolidation.sessions import memories
-from consolidation.sleep import SleepConfig, prepare, training_optimizer
+from consolidation.sleep import SleepConfig, prepare, training_hooks
 from consolidation.statements import statements
 from consolidation.targets import replay_targets
 from sleepd.models import resolve_model
@@ -66,12 +65,10 @@ def main() -> None:
         if log.step % args.every == 0:
             measure("seeding", log.step)
 
-    opt = training_optimizer(policy, cfg)
-    project = generic_projector(policy, replay, cfg.nullspace).apply if cfg.nullspace else None
-    steps = seed_knowledge(policy, prep.targets, prep.stored, replay, cfg.seeding, on_step=on_step, opt=opt,
-                           after_step=project)  # fmt: skip
+    hooks = training_hooks(policy, replay, cfg)
+    steps = seed_knowledge(policy, prep.targets, prep.stored, replay, cfg.seeding, on_step=on_step, **hooks)
     rounds = dream(policy, prep.targets, replay, cfg.dreaming, cfg.seeding,
-                   on_round=lambda r: measure("dreaming", r.round), opt=opt, after_step=project)  # fmt: skip
+                   on_round=lambda r: measure("dreaming", r.round), **hooks)  # fmt: skip
     out = {
         "config": vars(args) | {"out": str(args.out)},
         "targets": len(prep.targets),

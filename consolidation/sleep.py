@@ -220,15 +220,14 @@ def _run(
     if cfg.drift:  # off by default: no monitor answers to sample, no parameter snapshots
         monitor = replay_targets(policy, list(cfg.monitor), cfg.seeding.max_new_tokens, cfg.top_k)
         guard = DriftGuard(policy, monitor, cfg.drift)
-    project = generic_projector(policy, replay, cfg.nullspace).apply if cfg.nullspace else None
+    hooks = training_hooks(policy, replay, cfg)
     before = closed_book_answers(policy, prep.probes, student=False, max_new_tokens=cfg.gate.max_new_tokens)
     clock.lap("prepare")
 
-    opt = training_optimizer(policy, cfg)
     steps = seed_knowledge(
         policy, prep.targets, prep.stored, replay, cfg.seeding,
         on_step=lambda s: report("seeding", s.step / s.steps, loss=s.loss, distill=s.distill, replay=s.replay),
-        guard=guard, opt=opt, after_step=project,
+        guard=guard, **hooks,
     )  # fmt: skip
     clock.lap("seeding")
     tokens["seeding"] = sum(s.tokens for s in steps)
@@ -236,7 +235,7 @@ def _run(
     rounds = dream(
         policy, prep.targets, replay, cfg.dreaming, cfg.seeding,
         on_round=lambda r: report("dreaming", r.round / max(cfg.dreaming.rounds, 1), pass_rate=r.pass_rate),
-        guard=guard, opt=opt, after_step=project,
+        guard=guard, **hooks,
     )  # fmt: skip
     clock.lap("dreaming")
 
@@ -282,12 +281,14 @@ def _run(
     )  # fmt: skip
 
 
-def training_optimizer(policy: Policy, cfg: SleepConfig) -> torch.optim.Optimizer | None:
-    """One AdamW over the expert for both phases when Dreaming carries Seeding's moments (None: each phase makes
-    its own)."""
-    if not cfg.dreaming.carry_optimizer:
-        return None
-    return torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.seeding.lr, weight_decay=0.0)
+def training_hooks(policy: Policy, replay: list[Target], cfg: SleepConfig) -> dict[str, Any]:
+    """What Seeding and Dreaming both take: one AdamW over the expert when Dreaming carries Seeding's moments
+    (else each phase makes its own), and the null-space projection after every step (when on)."""
+    opt = None
+    if cfg.dreaming.carry_optimizer:
+        opt = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.seeding.lr, weight_decay=0.0)
+    project = generic_projector(policy, replay, cfg.nullspace).apply if cfg.nullspace else None
+    return {"opt": opt, "after_step": project}
 
 
 def prepare(
