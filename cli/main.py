@@ -453,8 +453,10 @@ def consolidate(
     steps: Annotated[
         int | None, typer.Option(help="Knowledge Seeding steps (default: SLEEPD_SLEEP_EPOCHS over the questions).")
     ] = None,
-    dream_rounds: Annotated[int, typer.Option(help="Dreaming rounds (0 to skip).")] = 2,
-    rank: Annotated[int, typer.Option(help="Rank of the new expert.")] = 16,
+    dream_rounds: Annotated[
+        int | None, typer.Option(help="Dreaming rounds (0 to skip; default SLEEPD_SLEEP_DREAM_ROUNDS).")
+    ] = None,
+    rank: Annotated[int | None, typer.Option(help="Rank of the new expert (default SLEEPD_SLEEP_RANK).")] = None,
     activate: Annotated[
         bool, typer.Option(help="Point the servers at the new version when it passes (needs Redis).")
     ] = True,
@@ -468,14 +470,9 @@ def consolidate(
     import redis
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from consolidation.dreaming import DreamingConfig
-    from consolidation.drift import DriftBudget
-    from consolidation.gate import GateConfig
-    from consolidation.nullspace import NullSpaceConfig
-    from consolidation.policy import ExpertConfig
-    from consolidation.seeding import SeedingConfig
+    from consolidation.from_settings import sleep_config
     from consolidation.sessions import load_jsonl
-    from consolidation.sleep import SleepConfig, run_sleep
+    from consolidation.sleep import run_sleep
     from sleepd.active_adapter import PointerConflict, read_active, write_active
     from sleepd.local_redis import redis_answers
     from sleepd.models import resolve_model
@@ -490,20 +487,7 @@ def consolidate(
         active = read_active(redis.Redis.from_url(url)) if use_redis else BASE
     records = load_jsonl(sessions)
     base = Path(resolve_model(settings.model, settings.models_dir))
-    cfg = SleepConfig(
-        expert=ExpertConfig(rank=rank),
-        seeding=SeedingConfig(epochs=settings.sleep_epochs, steps=steps or settings.sleep_steps),
-        dreaming=DreamingConfig(rounds=dream_rounds),
-        gate=GateConfig(
-            min_recall_gain=settings.gate_min_recall_gain,
-            max_anchor_kl=settings.gate_max_anchor_kl,
-            max_base_kl=settings.gate_max_base_kl,
-        ),
-        asked_per_statement=settings.sleep_asked_per_statement,
-        drift=DriftBudget(max_kl=settings.sleep_drift_budget) if settings.sleep_drift_budget > 0 else None,
-        nullspace=NullSpaceConfig(energy=settings.sleep_nullspace_energy) if settings.sleep_nullspace_energy else None,
-        max_rank=settings.max_lora_rank,
-    )
+    cfg = sleep_config(settings, rank=rank, steps=steps, dream_rounds=dream_rounds)
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console) as bar:  # fmt: skip
         task = bar.add_task("prepare", total=1.0, info="")

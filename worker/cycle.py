@@ -157,34 +157,14 @@ def _consolidate(
     """Train, gate and publish into the registry (not the pointer). `active`: the version to build on (default:
     the tenant's active one; an erasure rebuilds from the last clean ancestor)."""
     # Imported here: torch and transformers load only in the process that trains.
-    from consolidation.dreaming import DreamingConfig
-    from consolidation.drift import DriftBudget
-    from consolidation.gate import GateConfig
-    from consolidation.nullspace import NullSpaceConfig
-    from consolidation.policy import ExpertConfig
-    from consolidation.seeding import SeedingConfig
-    from consolidation.sleep import SleepConfig, run_sleep
+    from consolidation.from_settings import sleep_config
+    from consolidation.sleep import run_sleep
 
-    tokens = settings.sleep_max_new_tokens
-    steps = options.get("steps") or settings.sleep_steps
-    cfg = SleepConfig(
-        expert=ExpertConfig(rank=int(options.get("rank") or settings.sleep_rank)),
-        seeding=SeedingConfig(epochs=settings.sleep_epochs, steps=int(steps) if steps else None, max_new_tokens=tokens),
-        dreaming=DreamingConfig(
-            rounds=int(options.get("dream_rounds", settings.sleep_dream_rounds)), max_new_tokens=tokens
-        ),
-        gate=GateConfig(
-            min_recall_gain=settings.gate_min_recall_gain,
-            max_anchor_kl=settings.gate_max_anchor_kl,
-            max_base_kl=settings.gate_max_base_kl,
-            max_new_tokens=tokens,
-        ),  # fmt: skip
-        max_rank=settings.max_lora_rank,
-        asked_per_statement=settings.sleep_asked_per_statement,
-        drift=DriftBudget(max_kl=settings.sleep_drift_budget) if settings.sleep_drift_budget > 0 else None,
-        nullspace=NullSpaceConfig(energy=settings.sleep_nullspace_energy) if settings.sleep_nullspace_energy else None,
-        tenant=tenant,
-    )
+    steps, rounds = options.get("steps"), options.get("dream_rounds")
+    cfg = sleep_config(
+        settings, rank=int(options["rank"]) if options.get("rank") else None, steps=int(steps) if steps else None,
+        dream_rounds=int(rounds) if rounds is not None else None, tenant=tenant,
+    )  # fmt: skip
     force = bool(options.get("force"))
     deadline = time.monotonic() + settings.sleep_soft_time_limit_s
     phases: dict[str, float] = {}
