@@ -6,7 +6,9 @@ U, an A whose rows are orthogonal to U leaves those outputs unchanged: the exper
 inputs have outside U, and generic behaviour (the gate's anchors) only through what is left. Each adapted
 layer's U is taken from its inputs on the replay sequences (prompts and the previous model's answers: never
 the gate's anchors) as the leading eigenvectors of their second moment, up to `energy` of its trace; after
-every optimizer step, A <- A (I - U U^T).
+every optimizer step, A <- A (I - U U^T). Earlier sleeps' stored facts are protected the same way (`protected`):
+kept off generic inputs only, the update went into what same-kind fact questions share and overwrote the stored
+facts (docs/BENCHMARKS.md, "Retention over sequential sleeps").
 
 Measured on the tuning seed before use (docs/BENCHMARKS.md, "Where the update goes: null-space projection").
 """
@@ -25,6 +27,7 @@ from consolidation.targets import Target
 class NullSpaceConfig:
     energy: float = 0.9  # share of the generic inputs' second moment whose directions A may not read
     max_share: float = 0.5  # never take more than this share of a layer's input dimensions from A
+    protect_stored: bool = True  # earlier sleeps' stored facts join the replay's inputs (consolidation/sleep.py)
 
 
 class InputProjector:
@@ -50,11 +53,16 @@ def _expert_layers(policy: Policy) -> dict[str, torch.nn.Module]:
 
 
 @torch.no_grad()
-def generic_projector(policy: Policy, generic: list[Target], cfg: NullSpaceConfig) -> InputProjector:
+def generic_projector(
+    policy: Policy, generic: list[Target], cfg: NullSpaceConfig, protected: list[Target] | None = None
+) -> InputProjector:
     """Measure each adapted layer's inputs on `generic` sequences (one at a time: no padding enters the
-    statistics), and build the projector that removes their leading directions from the expert's A."""
+    statistics), and build the projector that removes their leading directions from the expert's A.
+    `protected` (earlier sleeps' facts) weighs as much as all of `generic` together, token for token: a few
+    short fact questions would otherwise vanish beside the replay's longer answers."""
     layers = _expert_layers(policy)
     moments: dict[str, torch.Tensor] = {}
+    group: dict[str, torch.Tensor] = {}
     # Layers fed the very same tensor (q/k/v, gate/up) share one moment and one eigendecomposition: found in
     # the first forward pass by the input's identity. `live` holds each input until the pass ends, so no freed
     # tensor's id can be reused by another layer's input meanwhile.
@@ -67,15 +75,20 @@ def generic_projector(policy: Policy, generic: list[Target], cfg: NullSpaceConfi
                 same[name] = live.setdefault(id(args[0]), (name, args[0]))[0]
             if same[name] == name:
                 x = args[0].detach().float().reshape(-1, args[0].shape[-1])
-                moments[name] = moments.get(name, 0) + x.T @ x
+                group[name] = group.get(name, 0) + x.T @ x
 
         return grab
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
     try:
-        for t in generic:
-            policy.completion_logits([t.student_prompt], [t.answer], student=False)
-            live.clear()
+        for targets in (generic, protected or []):
+            group.clear()
+            for t in targets:
+                policy.completion_logits([t.student_prompt], [t.answer], student=False)
+                live.clear()
+            tokens = sum(len(t.student_prompt) + len(t.answer) for t in targets)
+            for name, m2 in group.items():  # each set's mean second moment per token
+                moments[name] = moments.get(name, 0) + m2 / max(tokens, 1)
     finally:
         for h in handles:
             h.remove()

@@ -220,7 +220,7 @@ def _run(
     if cfg.drift:  # off by default: no monitor answers to sample, no parameter snapshots
         monitor = replay_targets(policy, list(cfg.monitor), cfg.seeding.max_new_tokens, cfg.top_k)
         guard = DriftGuard(policy, monitor, cfg.drift)
-    hooks = training_hooks(policy, replay, cfg)
+    hooks = training_hooks(policy, replay, cfg, stored=prep.stored)
     before = closed_book_answers(policy, prep.probes, student=False, max_new_tokens=cfg.gate.max_new_tokens)
     clock.lap("prepare")
 
@@ -281,13 +281,21 @@ def _run(
     )  # fmt: skip
 
 
-def training_hooks(policy: Policy, replay: list[Target], cfg: SleepConfig) -> dict[str, Any]:
+def training_hooks(
+    policy: Policy, replay: list[Target], cfg: SleepConfig, stored: list[Target] | None = None
+) -> dict[str, Any]:
     """What Seeding and Dreaming both take: one AdamW over the expert when Dreaming carries Seeding's moments
-    (else each phase makes its own), and the null-space projection after every step (when on)."""
+    (else each phase makes its own), and the null-space projection after every step (when on). The projection
+    keeps the expert off the replay's inputs and, with `protect_stored`, off earlier sleeps' stored facts too:
+    without that, facts of the same kind overwrote them ("the Ciolbeark Tower is 395 metres", the newer
+    tower's height; docs/BENCHMARKS.md, "Retention over sequential sleeps")."""
     opt = None
     if cfg.dreaming.carry_optimizer:
         opt = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.seeding.lr, weight_decay=0.0)
-    project = generic_projector(policy, replay, cfg.nullspace).apply if cfg.nullspace else None
+    project = None
+    if cfg.nullspace:
+        protected = stored if cfg.nullspace.protect_stored else None
+        project = generic_projector(policy, replay, cfg.nullspace, protected).apply
     return {"opt": opt, "after_step": project}
 
 

@@ -63,3 +63,31 @@ def test_layers_fed_the_same_input_share_one_projector(tiny_model: Path) -> None
         assert p[f"{mlp}.gate_proj"] is p[f"{mlp}.up_proj"]
         assert p[f"{attn}.o_proj"] is not p[f"{attn}.q_proj"]
         assert p[f"{mlp}.down_proj"] is not p[f"{mlp}.gate_proj"]
+
+
+def _train_beside_stored(tiny_model: Path, protect: bool) -> tuple[float, float]:
+    """A new fact learned while an earlier sleep's fact of the same kind is stored: how far the stored fact's
+    answer moves (mean log-prob per token, nats) and how much the new one is learned."""
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    new = Statement("s2", "The vault code is 4471.", ("4471",), "The vault code is 4471.")
+    old = Statement("s1", "The locker code is 9130.", ("9130",), "The locker code is 9130.")
+    target = make_target(policy, new.text, (new,), "What is the vault code?", "asked")
+    stored = make_target(policy, old.text, (old,), "What is the locker code?", "asked")
+    attach_teacher(policy, [target, stored])
+    generic = replay_targets(policy, list(MONITOR_PROMPTS), max_new_tokens=12)
+    cfg = NullSpaceConfig(energy=0.9)
+    project = generic_projector(policy, generic, cfg, [stored] if protect else None).apply
+    kept_before, new_before = _answer_logprob(policy, stored), _answer_logprob(policy, target)
+    seed = SeedingConfig(steps=24, batch=1, lr=2e-3, onpolicy_every=0, w_replay=0.0, hard=1.0)
+    seed_knowledge(policy, [target], [], [], seed, after_step=project)
+    return abs(_answer_logprob(policy, stored) - kept_before), _answer_logprob(policy, target) - new_before
+
+
+def test_stored_facts_kept_out_of_the_expert_move_less_when_a_same_kind_fact_is_learned(tiny_model: Path) -> None:
+    """The retention run's failure (docs/BENCHMARKS.md, "Retention over sequential sleeps"): a new tower's height
+    overwrote an earlier tower's. Protecting the stored fact's inputs keeps its answer where it was."""
+    free_move, free_gain = _train_beside_stored(tiny_model, protect=False)
+    kept_move, kept_gain = _train_beside_stored(tiny_model, protect=True)
+    assert free_move > 0.05, free_move  # the setting this test needs: the new fact moves the stored one
+    assert kept_move < 0.75 * free_move, (kept_move, free_move)  # measured 0.47 vs 0.71
+    assert kept_gain > 0.8 * free_gain, (kept_gain, free_gain)  # and the new fact is learned as well (2.00 vs 2.05)

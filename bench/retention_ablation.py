@@ -1,0 +1,72 @@
+"""One sleep of a retention run again, from a kept adapter, with the null-space projection changed.
+
+`bench/retention.py` builds sleep n on what sleep n-1 published; to ask why a sleep forgot, this reruns one of
+its sleeps from the same start adapter (copied out of the run's registry) on the same sessions, changing only
+`SleepConfig.nullspace`, and scores the candidate (published or not) on sleep 1's probes and its own:
+
+    .venv/bin/python -m bench.retention_ablation --start ADAPTER_DIR --group 3 --nullspace 0.9 --protect-stored
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from bench.learning import RESULTS, ROOT, ask, records_of, score, sessions_with_replies
+from bench.suite import generate
+from consolidation.nullspace import NullSpaceConfig
+from consolidation.policy import ExpertConfig, Policy
+from consolidation.sleep import SleepConfig, run_sleep
+from sleepd.models import resolve_model
+from sleepd.registry import AdapterRegistry
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--sleeps", type=int, default=10, help="the run's --sleeps (its sessions are made together)")
+    ap.add_argument("--facts-per-sleep", type=int, default=4)
+    ap.add_argument("--start", type=Path, required=True, help="the adapter the sleep builds on (a version folder)")
+    ap.add_argument("--group", type=int, required=True, help="which sleep's facts (1-based)")
+    ap.add_argument("--nullspace", type=float, default=0.9, help="projection energy (0: off)")
+    ap.add_argument("--protect-stored", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=RESULTS / "retention-ablation.json")
+    args = ap.parse_args()
+
+    base = Path(resolve_model(args.model, ROOT / "data" / "models"))
+    n = args.facts_per_sleep
+    facts = generate(args.seed, args.sleeps * n)
+    convs = sessions_with_replies(base, facts)  # all of them, as the run made them (batching changes replies)
+    first, own = facts[:n], facts[(args.group - 1) * n : args.group * n]
+    nullspace = NullSpaceConfig(energy=args.nullspace, protect_stored=args.protect_stored) if args.nullspace else None
+    cfg = SleepConfig(expert=ExpertConfig(rank=16), nullspace=nullspace, threads=args.threads)
+    with tempfile.TemporaryDirectory(prefix="sleepd-ablation-") as tmp:
+        start = args.start.name
+        shutil.copytree(args.start, Path(tmp) / "registry" / start)
+        registry = AdapterRegistry(Path(tmp) / "registry")
+        cfg = dataclasses.replace(cfg, gate=dataclasses.replace(cfg.gate, max_new_tokens=args.max_new_tokens),
+                                  keep_candidate=Path(tmp) / "candidate")  # fmt: skip
+        records = records_of(convs[(args.group - 1) * n : args.group * n], f"sleep{args.group}")
+        report = run_sleep(base, records, registry, start, cfg)
+        served = Policy.serving(base, {"candidate": Path(tmp) / "candidate"})
+        row: dict[str, object] = {"gate": report.summary()["gate"], "timings_s": report.timings_s}
+        for name, group in (("sleep1_facts", first), ("own_facts", own)):
+            items = [(f, p) for f in group for p in f.probes]
+            prompts = [served.chat_ids([{"role": "user", "content": p.question}]) for _, p in items]
+            answers = ask(served, "candidate", prompts, args.max_new_tokens)
+            row[name] = score(answers, items)["all"]
+            row[f"{name}_answers"] = [[p.question, a] for (_, p), a in zip(items, answers, strict=True)]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"config": vars(args), **row}, indent=2, default=str))
+    print(json.dumps({k: v for k, v in row.items() if not k.endswith("_answers")}, default=str))
+
+
+if __name__ == "__main__":
+    main()
