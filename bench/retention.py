@@ -18,15 +18,24 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.learning import RESULTS, ROOT, ask, records_of, score, sessions_with_replies
-from bench.suite import generate
+from bench.suite import Fact, generate
 from consolidation.dreaming import DreamingConfig
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.seeding import SeedingConfig
 from consolidation.sleep import SleepConfig, run_sleep
 from sleepd.models import resolve_model
 from sleepd.registry import BASE, AdapterRegistry
+
+
+def recall(served: Policy, adapter: str, facts: list[Fact], max_new_tokens: int) -> tuple[dict[str, Any], list[str]]:
+    """Closed-book score of `facts`' probes with `adapter` as served, and the answers (probe order)."""
+    items = [(f, p) for f in facts for p in f.probes]
+    prompts = [served.chat_ids([{"role": "user", "content": p.question}]) for _, p in items]
+    answers = ask(served, adapter, prompts, max_new_tokens)
+    return score(answers, items)["all"], answers
 
 
 def main() -> None:
@@ -52,7 +61,6 @@ def main() -> None:
         max_rank=args.max_rank, threads=args.threads or None,
     )  # fmt: skip
     cfg = dataclasses.replace(cfg, gate=dataclasses.replace(cfg.gate, max_new_tokens=args.max_new_tokens))
-    first_items = [(f, p) for f in groups[0] for p in f.probes]
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="sleepd-retention-") as tmp:
         registry = AdapterRegistry(Path(tmp))
@@ -72,11 +80,8 @@ def main() -> None:
             }  # fmt: skip
             if active != BASE:
                 served = Policy.serving(base, {"active": registry.path(active)})
-                own_items = [(f, p) for f in group for p in f.probes]
-                for name, items in (("sleep1_facts", first_items), ("own_facts", own_items)):
-                    prompts = [served.chat_ids([{"role": "user", "content": p.question}]) for _, p in items]
-                    got = score(ask(served, "active", prompts, args.max_new_tokens), items)
-                    row[name] = got["all"]
+                for name, scored in (("sleep1_facts", groups[0]), ("own_facts", group)):
+                    row[name] = recall(served, "active", scored, args.max_new_tokens)[0]
             row["wall_s"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
             print(json.dumps(row, default=str), flush=True)

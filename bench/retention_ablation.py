@@ -16,7 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench.learning import RESULTS, ROOT, ask, records_of, score, sessions_with_replies
+from bench.learning import RESULTS, ROOT, records_of, sessions_with_replies
+from bench.retention import recall
 from bench.suite import generate
 from consolidation.nullspace import NullSpaceConfig
 from consolidation.policy import ExpertConfig, Policy
@@ -58,11 +59,9 @@ def main() -> None:
         served = Policy.serving(base, {"candidate": Path(tmp) / "candidate"})
         row: dict[str, object] = {"gate": report.summary()["gate"], "timings_s": report.timings_s}
         for name, group in (("sleep1_facts", first), ("own_facts", own)):
-            items = [(f, p) for f in group for p in f.probes]
-            prompts = [served.chat_ids([{"role": "user", "content": p.question}]) for _, p in items]
-            answers = ask(served, "candidate", prompts, args.max_new_tokens)
-            row[name] = score(answers, items)["all"]
-            row[f"{name}_answers"] = [[p.question, a] for (_, p), a in zip(items, answers, strict=True)]
+            row[name], answers = recall(served, "candidate", group, args.max_new_tokens)
+            questions = [p.question for f in group for p in f.probes]
+            row[f"{name}_answers"] = [list(qa) for qa in zip(questions, answers, strict=True)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"config": vars(args), **row}, indent=2, default=str))
     print(json.dumps({k: v for k, v in row.items() if not k.endswith("_answers")}, default=str))
