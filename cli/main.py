@@ -509,7 +509,9 @@ def consolidate(
     console.print(f"[{color}]gate {'passed' if gate['passed'] else 'rejected'}[/]: recall "
                   f"{gate['recall_before']:.2f} -> {gate['recall_after']:.2f} on {gate['probes']} held-out "
                   f"question(s), anchor KL {gate['anchor_kl']:.4f} (vs base {gate['base_kl']:.4f}), "
-                  f"anchors unchanged {gate['anchor_unchanged']:.0%}")  # fmt: skip
+                  f"anchors unchanged {gate['anchor_unchanged']:.0%}"
+                  + (f", earlier facts kept {gate['stored_kept']}/{gate['stored_known']}" if gate.get("stored_known")
+                     else ""))  # fmt: skip
     for reason in gate["reasons"]:
         console.print(f"  - {reason}")
     if result.published is None:

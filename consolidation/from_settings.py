@@ -35,6 +35,7 @@ def sleep_config(
             min_recall_gain=settings.gate_min_recall_gain,
             max_anchor_kl=settings.gate_max_anchor_kl,
             max_base_kl=settings.gate_max_base_kl,
+            min_stored_kept=settings.gate_min_stored_kept,
             max_new_tokens=tokens,
         ),
         max_rank=settings.max_lora_rank,

@@ -9,6 +9,9 @@ model did and has not drifted on a fixed anchor set.
   (consolidation/anchors.py, never trained on), against the previous version (this sleep's change) and the
   original base (what every sleep so far changed together: drift cannot pile up unseen across versions); and
   the share of anchor answers that stay token-identical to the previous version's.
+- Retention: earlier sleeps' facts (a sample of the fact store, one stored question each) that the previous
+  version recalls closed-book must mostly still be recalled by the candidate. Without it the gate published a
+  version that had lost 10 of 11 earlier facts to same-kind new ones (docs/BENCHMARKS.md, "Retention").
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ class GateConfig:
     max_base_kl: float = 0.2  # drift against the original base, all sleeps together
     min_anchor_unchanged: float = 0.0  # share of anchor answers that must stay identical
     match: float = 0.5  # share of a probe's expected specifics an answer must state
+    # Of the sampled stored facts the previous version recalls, the share the candidate must still recall: the
+    # product's retention goal (0.9 after 10 sleeps), asked of every sleep.
+    min_stored_kept: float = 0.9
+    stored_sample: int = 64  # stored facts checked per sleep (the store holds up to thousands)
     max_new_tokens: int = 40
 
 
@@ -45,6 +52,8 @@ class GateReport:
     anchor_kl: float
     base_kl: float
     anchor_unchanged: float
+    stored_known: int = 0  # sampled stored facts the previous version recalled
+    stored_kept: int = 0  # of those, recalled by the candidate too
     # One row per probe: the question, what a right answer states, and the closed-book answers before and after
     # (what the sleep report shows). Not a metric.
     examples: list[dict[str, Any]] = field(default_factory=list)
@@ -99,9 +108,11 @@ def evaluate(
     previous: str | None,
     before_answers: list[str],
     heldout: bool = True,
+    stored: list[Target] | None = None,
 ) -> GateReport:
     """`served` holds the candidate as adapter "candidate" (and the previous version as `previous`, None for
-    the base). `before_answers`: the start model's closed-book answers to `probes`."""
+    the base). `before_answers`: the start model's closed-book answers to `probes`. `stored`: one probe per
+    sampled earlier fact, asked of the previous version and of the candidate."""
     with served.using("candidate"):
         after_answers = closed_book_answers(served, probes, student=True, max_new_tokens=cfg.max_new_tokens)
     recall_before = recall(before_answers, probes, cfg.match)
@@ -109,7 +120,10 @@ def evaluate(
     prompts = [served.chat_ids([{"role": "user", "content": a}]) for a in anchors]
     kl, unchanged = drift(served, previous, "candidate", prompts, cfg.max_new_tokens)
     base_kl = kl if previous is None else drift(served, None, "candidate", prompts, cfg.max_new_tokens)[0]
+    known, kept = retained(served, previous, stored or [], cfg)
     reasons = []
+    if known and kept / known < cfg.min_stored_kept:
+        reasons.append(f"forgot earlier facts: kept {kept} of {known} (< {cfg.min_stored_kept:.0%})")
     if after - recall_before <= cfg.min_recall_gain:
         reasons.append(f"recall did not improve enough: {recall_before:.2f} -> {after:.2f}")
     if kl > cfg.max_anchor_kl:
@@ -119,6 +133,25 @@ def evaluate(
     if unchanged < cfg.min_anchor_unchanged:
         reasons.append(f"only {unchanged:.0%} of anchor answers unchanged (< {cfg.min_anchor_unchanged:.0%})")
     limits = {"min_recall_gain": cfg.min_recall_gain, "max_anchor_kl": cfg.max_anchor_kl,
-              "max_base_kl": cfg.max_base_kl, "min_anchor_unchanged": cfg.min_anchor_unchanged}  # fmt: skip
+              "max_base_kl": cfg.max_base_kl, "min_anchor_unchanged": cfg.min_anchor_unchanged,
+              "min_stored_kept": cfg.min_stored_kept}  # fmt: skip
     return GateReport(not reasons, reasons, len(probes), heldout, recall_before, after, kl, base_kl, unchanged,
-                      examples(probes, before_answers, after_answers, cfg.match), limits)  # fmt: skip
+                      known, kept, examples(probes, before_answers, after_answers, cfg.match), limits)  # fmt: skip
+
+
+def retained(served: Policy, previous: str | None, stored: list[Target], cfg: GateConfig) -> tuple[int, int]:
+    """(known, kept): stored probes the previous version answers right closed-book, and how many of those the
+    candidate answers right too. Nothing is stored before a first sleep."""
+    if previous is None or not stored:
+        return 0, 0
+    with served.using(previous):
+        before = closed_book_answers(served, stored, student=True, max_new_tokens=cfg.max_new_tokens)
+    with served.using("candidate"):
+        after = closed_book_answers(served, stored, student=True, max_new_tokens=cfg.max_new_tokens)
+    return kept_counts(before, after, stored, cfg.match)
+
+
+def kept_counts(before: list[str], after: list[str], probes: list[Target], match: float) -> tuple[int, int]:
+    known = [verifier_score(b, p) >= match for b, p in zip(before, probes, strict=True)]
+    still = [k and verifier_score(a, p) >= match for k, a, p in zip(known, after, probes, strict=True)]
+    return sum(known), sum(still)

@@ -166,6 +166,7 @@ class Prepared:
     targets: list[Target]  # new knowledge, trained on
     probes: list[Target]  # held-out questions about it, the gate's
     stored: list[Target]  # earlier sleeps' facts, replayed
+    checks: list[Target]  # one probe per sampled earlier fact: the gate's retention check
     questions: dict[str, list[str]]  # statement text -> the questions trained on it (for the fact store)
 
 
@@ -248,7 +249,7 @@ def _run(
     report("gate", 0.2, step="evaluate")
     served = Policy.serving(base_model, {"candidate": candidate, **({"previous": previous} if previous else {})})
     gate = evaluate(served, prep.probes, list(cfg.anchors), cfg.gate, previous="previous" if previous else None,
-                    before_answers=before, heldout=bool(prep.probes))  # fmt: skip
+                    before_answers=before, heldout=bool(prep.probes), stored=prep.checks)  # fmt: skip
     del served
     clock.lap("gate")
     published = None
@@ -323,21 +324,28 @@ def prepare(
         targets += [make_target(policy, st.text, (st,), a.question, "asked") for a in qs[held:]]
         questions[st.text] = [a.question for a in qs[held:]]
     on_progress(0.3, "stored facts")
-    stored = stored_targets(policy, kept, cfg, rng)
+    probe = stored_probes(policy, kept)
+    stored = stored_targets(policy, kept, probe, cfg, rng)
+    # Its own generator: the sample must not shift the training targets' draws.
+    checks = random.Random(cfg.seed).sample(probe, min(cfg.gate.stored_sample, len(probe)))
     on_progress(0.4, "teacher")
     attach_teacher(policy, [*targets, *stored], cfg.top_k,
                    on_batch=lambda done, total: on_progress(0.4 + 0.5 * done / total, "teacher"))  # fmt: skip
-    return Prepared(found, targets, probes, stored, questions)
+    return Prepared(found, targets, probes, stored, checks, questions)
 
 
-def stored_targets(policy: Policy, kept: list[factstore.StoredFact], cfg: SleepConfig, rng: random.Random
-                   ) -> list[Target]:  # fmt: skip
-    """Targets replaying up to `stored_replay` earlier facts: the current model answers one stored question of
-    each closed-book first; facts it lost are chosen first and weigh more."""
+def stored_probes(policy: Policy, kept: list[factstore.StoredFact]) -> list[Target]:
+    """One closed-book question per stored fact: the first it was trained on (or a keyed one)."""
+    asked = [f.questions[0] if f.questions else KEYED_TEMPLATES[0].format(f.spans[0]) for f in kept]
+    return [make_target(policy, f.text, (f.statement(),), q, "asked") for f, q in zip(kept, asked, strict=True)]
+
+
+def stored_targets(policy: Policy, kept: list[factstore.StoredFact], probe: list[Target], cfg: SleepConfig,
+                   rng: random.Random) -> list[Target]:  # fmt: skip
+    """Targets replaying up to `stored_replay` earlier facts: the current model answers each fact's `probe`
+    closed-book first; facts it lost are chosen first and weigh more."""
     if not kept or cfg.stored_replay <= 0:
         return []
-    asked = [f.questions[0] if f.questions else KEYED_TEMPLATES[0].format(f.spans[0]) for f in kept]
-    probe = [make_target(policy, f.text, (f.statement(),), q, "asked") for f, q in zip(kept, asked, strict=True)]
     answers = closed_book_answers(policy, probe, student=False, max_new_tokens=cfg.gate.max_new_tokens)
     lost = [verifier_score(a, p) < cfg.gate.match for a, p in zip(answers, probe, strict=True)]
     order = sorted(range(len(kept)), key=lambda i: (not lost[i], rng.random()))[: cfg.stored_replay]

@@ -99,6 +99,9 @@ def test_sleep_cycle_publishes_an_adapter_the_server_serves(server: Server, tmp_
     assert r.returncode == 0, r.stdout + r.stderr
     second = AdapterRegistry(server.data_dir / "adapters").verify(json.loads(report.read_text())["published"])
     assert second.parent == version and second.rank == 16 and [e.rank for e in second.experts] == [8, 8]
+    # Its gate also asked the stored facts of the previous version and of the candidate (the retention check).
+    gate = json.loads(report.read_text())["gate"]
+    assert gate["limits"]["min_stored_kept"] == 0.9 and gate["stored_kept"] <= gate["stored_known"] <= 2
     # Told again: the store keeps one copy of each fact.
     assert [f["text"] for f in second.lineage["facts"]] == [f["text"] for f in meta.lineage["facts"]]
     # Back to base for the other tests of this server.
