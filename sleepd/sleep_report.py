@@ -119,11 +119,12 @@ def build(job: dict[str, Any], adapters: list[dict[str, Any]]) -> SleepReportVie
             view.checks.append(Check(label, value, limit, f"<= {limit:g}", value <= limit))
         else:
             view.checks.append(Check(label, value, limit, f">= {limit:g}", value >= limit))
-    known = int(gate.get("stored_known") or 0)
+    known, kept = int(gate.get("stored_known") or 0), int(gate.get("stored_kept") or 0)
     if known and "min_stored_kept" in limits:  # retention: nothing to check before a lineage stores facts
-        share, limit = int(gate.get("stored_kept") or 0) / known, float(limits["min_stored_kept"])
-        view.checks.append(Check(f"earlier facts still recalled ({gate.get('stored_kept')} of {known})", share,
-                                 limit, f">= {limit:g}", share >= limit))  # fmt: skip
+        limit, allowed = float(limits["min_stored_kept"]), int(gate.get("stored_allowed") or 0)
+        view.checks.append(Check(f"earlier facts still recalled ({kept} of {known}, {allowed} loss allowed)",
+                                 kept / known, limit, f">= {limit:g} or <= {allowed} lost",
+                                 known - kept <= allowed))  # fmt: skip
     view.probes = [p for p in report.get("probes") or [] if isinstance(p, dict)]
     view.lineage = _lineage(version or parent, adapters, version)
     view.totals = {

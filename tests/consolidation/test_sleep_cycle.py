@@ -102,6 +102,7 @@ def test_sleep_cycle_publishes_an_adapter_the_server_serves(server: Server, tmp_
     # Its gate also asked the stored facts of the previous version and of the candidate (the retention check).
     gate = json.loads(report.read_text())["gate"]
     assert gate["limits"]["min_stored_kept"] == 0.9 and gate["stored_kept"] <= gate["stored_known"] <= 2
+    assert gate["stored_allowed"] == (1 if gate["stored_known"] else 0)
     # Told again: the store keeps one copy of each fact.
     assert [f["text"] for f in second.lineage["facts"]] == [f["text"] for f in meta.lineage["facts"]]
     # Back to base for the other tests of this server.
