@@ -87,12 +87,11 @@ def main() -> None:
             # Sessions of rejected sleeps (state["pending"]: their numbers) join this one, as in the worker.
             records = [r for g in state["pending"] for r in sessions_of(g)] + sessions_of(n)
             report = run_sleep(base, records, registry, state["active"], cfg)
-            carried = len(state["pending"])
-            set_aside = advance(state, n, report.published.version if report.published else None,
-                                args.max_rejections)  # fmt: skip
+            carried, published = len(state["pending"]), report.published.version if report.published else None
+            set_aside = advance(state, n, published, args.max_rejections)
             active = state["active"]
             row: dict[str, object] = {
-                "sleep": n, "published": report.published.version if report.published else None,
+                "sleep": n, "published": published,
                 "carried_sleeps": carried, "set_aside_sleeps": set_aside,
                 "gate": report.summary()["gate"], "timings_s": report.timings_s,
                 "session_tokens": report.session_tokens, "compaction_error": report.compaction_error,
