@@ -510,7 +510,7 @@ def consolidate(
                   f"{gate['recall_before']:.2f} -> {gate['recall_after']:.2f} on {gate['probes']} held-out "
                   f"question(s), anchor KL {gate['anchor_kl']:.4f} (vs base {gate['base_kl']:.4f}), "
                   f"anchors unchanged {gate['anchor_unchanged']:.0%}"
-                  + (f", earlier facts kept {gate['stored_kept']}/{gate['stored_known']}" if gate.get("stored_known")
+                  + (f", earlier probes kept {gate['stored_kept']}/{gate['stored_known']}" if gate.get("stored_known")
                      else ""))  # fmt: skip
     for reason in gate["reasons"]:
         console.print(f"  - {reason}")

@@ -23,6 +23,9 @@ class StoredFact:
     spans: tuple[str, ...]
     source: str
     questions: tuple[str, ...] = ()
+    # Held-out questions (question, the span it asks for): never trained on, in this sleep or a later one, so
+    # that the gate's retention check asks what the suite's paraphrased probes ask, not a memorised question.
+    probes: tuple[tuple[str, str | None], ...] = ()
 
     def statement(self) -> Statement:
         return Statement(self.session_id, self.text, self.spans, self.source)
@@ -33,7 +36,7 @@ class StoredFact:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StoredFact:
         return cls(data["session_id"], data["text"], tuple(data["spans"]), data.get("source", data["text"]),
-                   tuple(data.get("questions", ())))  # fmt: skip
+                   tuple(data.get("questions", ())), tuple((q, s) for q, s in data.get("probes", ())))  # fmt: skip
 
 
 def load(lineage: dict[str, Any]) -> list[StoredFact]:
@@ -51,10 +54,16 @@ def retire(stored: list[StoredFact], new: list[Statement]) -> tuple[list[StoredF
     return kept, retired
 
 
-def merge(kept: list[StoredFact], new: list[Statement], questions: dict[str, list[str]], cap: int) -> list[StoredFact]:
-    """The store after this sleep: the kept facts plus the new statements (with the questions trained on them),
-    the newest `cap` facts if there are more (each sleep replays the store, so its size bounds the cost)."""
-    added = [StoredFact(st.session_id, st.text, st.spans, st.source, tuple(questions.get(st.text, ()))) for st in new]
+def merge(
+    kept: list[StoredFact], new: list[Statement], questions: dict[str, list[str]], cap: int,
+    probes: dict[str, list[tuple[str, str | None]]] | None = None,
+) -> list[StoredFact]:  # fmt: skip
+    """The store after this sleep: the kept facts plus the new statements (with the questions trained on them and
+    the held-out `probes` asked about them), the newest `cap` facts if there are more (each sleep replays the
+    store, so its size bounds the cost)."""
+    held = probes or {}
+    added = [StoredFact(st.session_id, st.text, st.spans, st.source, tuple(questions.get(st.text, ())),
+                        tuple(held.get(st.text, ()))) for st in new]  # fmt: skip
     seen: set[str] = set()
     out: list[StoredFact] = []
     for fact in reversed([*kept, *added]):  # a statement told again keeps its newest copy

@@ -9,9 +9,10 @@ model did and has not drifted on a fixed anchor set.
   (consolidation/anchors.py, never trained on), against the previous version (this sleep's change) and the
   original base (what every sleep so far changed together: drift cannot pile up unseen across versions); and
   the share of anchor answers that stay token-identical to the previous version's.
-- Retention: earlier sleeps' facts (a sample of the fact store, one stored question each) that the previous
-  version recalls closed-book must mostly still be recalled by the candidate. Without it the gate published a
-  version that had lost 10 of 11 earlier facts to same-kind new ones (docs/BENCHMARKS.md, "Retention").
+- Retention: probes of earlier sleeps' facts (a sample of the fact store: each fact's held-out probes and one
+  question it was trained on) that the previous version answers right closed-book must mostly still be answered
+  right by the candidate. Without it the gate published a version that had lost 10 of 11 earlier facts to
+  same-kind new ones (docs/BENCHMARKS.md, "Retention").
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ class GateConfig:
     max_base_kl: float = 0.2  # drift against the original base, all sleeps together
     min_anchor_unchanged: float = 0.0  # share of anchor answers that must stay identical
     match: float = 0.5  # share of a probe's expected specifics an answer must state
-    # Of the sampled stored facts the previous version recalls, the share the candidate must still recall: the
-    # product's retention goal (0.9 after 10 sleeps), asked of every sleep. One lost fact is always allowed:
-    # with 3 known facts the bare share refused four sleeps in a row, each for one fact (docs/BENCHMARKS.md).
+    # Of the sampled stored facts' probes the previous version answers right, the share the candidate must still
+    # answer right: the product's retention goal (0.9 after 10 sleeps), asked of every sleep. One loss is always
+    # allowed: with 3 known facts the bare share refused four sleeps in a row, each for one (docs/BENCHMARKS.md).
     min_stored_kept: float = 0.9
     stored_sample: int = 64  # stored facts checked per sleep (the store holds up to thousands)
     max_new_tokens: int = 40
@@ -53,8 +54,8 @@ class GateReport:
     anchor_kl: float
     base_kl: float
     anchor_unchanged: float
-    stored_known: int = 0  # sampled stored facts the previous version recalled
-    stored_kept: int = 0  # of those, recalled by the candidate too
+    stored_known: int = 0  # probes of sampled stored facts the previous version answered right
+    stored_kept: int = 0  # of those, answered right by the candidate too
     stored_allowed: int = 0  # how many of them it may lose (`allowed_losses`)
     # One row per probe: the question, what a right answer states, and the closed-book answers before and after
     # (what the sleep report shows). Not a metric.
@@ -113,8 +114,8 @@ def evaluate(
     stored: list[Target] | None = None,
 ) -> GateReport:
     """`served` holds the candidate as adapter "candidate" (and the previous version as `previous`, None for
-    the base). `before_answers`: the start model's closed-book answers to `probes`. `stored`: one probe per
-    sampled earlier fact, asked of the previous version and of the candidate."""
+    the base). `before_answers`: the start model's closed-book answers to `probes`. `stored`: probes of sampled
+    earlier facts, asked of the previous version and of the candidate."""
     with served.using("candidate"):
         after_answers = closed_book_answers(served, probes, student=True, max_new_tokens=cfg.max_new_tokens)
     recall_before = recall(before_answers, probes, cfg.match)
@@ -126,7 +127,7 @@ def evaluate(
     reasons = []
     allowed = allowed_losses(known, cfg.min_stored_kept)
     if known - kept > allowed:
-        reasons.append(f"forgot earlier facts: kept {kept} of {known}, more than the {allowed} allowed lost "
+        reasons.append(f"forgot earlier facts: kept {kept} of {known} probes, more than the {allowed} allowed lost "
                        f"(keep {cfg.min_stored_kept:.0%}, one loss allowed)")  # fmt: skip
     if after - recall_before <= cfg.min_recall_gain:
         reasons.append(f"recall did not improve enough: {recall_before:.2f} -> {after:.2f}")

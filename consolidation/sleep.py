@@ -166,8 +166,9 @@ class Prepared:
     targets: list[Target]  # new knowledge, trained on
     probes: list[Target]  # held-out questions about it, the gate's
     stored: list[Target]  # earlier sleeps' facts, replayed
-    checks: list[Target]  # one probe per sampled earlier fact: the gate's retention check
+    checks: list[Target]  # probes of sampled earlier facts: the gate's retention check
     questions: dict[str, list[str]]  # statement text -> the questions trained on it (for the fact store)
+    heldout: dict[str, list[tuple[str, str | None]]]  # statement text -> its held-out probes (for the fact store)
 
 
 def run_sleep(
@@ -254,7 +255,7 @@ def _run(
     clock.lap("gate")
     published = None
     if gate.passed:
-        facts = factstore.merge(kept, prep.statements, prep.questions, cfg.store_cap)
+        facts = factstore.merge(kept, prep.statements, prep.questions, cfg.store_cap, prep.heldout)
         earlier = parent_meta.experts if parent_meta else []
         if start is not previous and start is not None:  # compacted: the earlier experts are one now
             earlier = [Expert(rank=cfg.max_rank - cfg.expert.rank, source=f"compacted {active}")]
@@ -315,6 +316,7 @@ def prepare(
     targets += cloze_targets(policy, found, cfg.cloze_per_span, rng)
     probes: list[Target] = []
     questions: dict[str, list[str]] = {}
+    heldout: dict[str, list[tuple[str, str | None]]] = {}
     for st, qs in zip(found, asked, strict=True):
         held = cfg.heldout_per_statement if len(qs) >= 2 else 0
         # Only the gate's probes expect the one span they were written for. Training keeps the statement's
@@ -323,21 +325,31 @@ def prepare(
         probes += [make_target(policy, st.text, (st,), a.question, "asked", a.span) for a in qs[:held]]
         targets += [make_target(policy, st.text, (st,), a.question, "asked") for a in qs[held:]]
         questions[st.text] = [a.question for a in qs[held:]]
+        heldout[st.text] = [(a.question, a.span) for a in qs[:held]]
     on_progress(0.3, "stored facts")
     probe = stored_probes(policy, kept)
     stored = stored_targets(policy, kept, probe, cfg, rng)
     # Its own generator: the sample must not shift the training targets' draws.
-    checks = random.Random(cfg.seed).sample(probe, min(cfg.gate.stored_sample, len(probe)))
+    sample = random.Random(cfg.seed).sample(range(len(kept)), min(cfg.gate.stored_sample, len(kept)))
+    checks = [t for i in sample for t in retention_probes(policy, kept[i], probe[i])]
     on_progress(0.4, "teacher")
     attach_teacher(policy, [*targets, *stored], cfg.top_k,
                    on_batch=lambda done, total: on_progress(0.4 + 0.5 * done / total, "teacher"))  # fmt: skip
-    return Prepared(found, targets, probes, stored, checks, questions)
+    return Prepared(found, targets, probes, stored, checks, questions, heldout)
 
 
 def stored_probes(policy: Policy, kept: list[factstore.StoredFact]) -> list[Target]:
     """One closed-book question per stored fact: the first it was trained on (or a keyed one)."""
     asked = [f.questions[0] if f.questions else KEYED_TEMPLATES[0].format(f.spans[0]) for f in kept]
     return [make_target(policy, f.text, (f.statement(),), q, "asked") for f, q in zip(kept, asked, strict=True)]
+
+
+def retention_probes(policy: Policy, fact: factstore.StoredFact, trained: Target) -> list[Target]:
+    """What the gate asks about an earlier fact: its held-out probes (never trained on, in any sleep) and one
+    question it was trained on. The trained question alone passed a sleep that cost sleep 1's paraphrased probes
+    9 -> 6 of 16 while it kept 3 of 3 (docs/BENCHMARKS.md, "Retention over sequential sleeps")."""
+    st = fact.statement()
+    return [make_target(policy, fact.text, (st,), q, "asked", span) for q, span in fact.probes] + [trained]
 
 
 def stored_targets(policy: Policy, kept: list[factstore.StoredFact], probe: list[Target], cfg: SleepConfig,

@@ -122,7 +122,7 @@ def build(job: dict[str, Any], adapters: list[dict[str, Any]]) -> SleepReportVie
     known, kept = int(gate.get("stored_known") or 0), int(gate.get("stored_kept") or 0)
     if known and "min_stored_kept" in limits:  # retention: nothing to check before a lineage stores facts
         limit, allowed = float(limits["min_stored_kept"]), int(gate.get("stored_allowed") or 0)
-        view.checks.append(Check(f"earlier facts still recalled ({kept} of {known}, {allowed} loss allowed)",
+        view.checks.append(Check(f"earlier facts' probes still answered ({kept} of {known}, {allowed} loss allowed)",
                                  kept / known, limit, f">= {limit:g} or <= {allowed} lost",
                                  known - kept <= allowed))  # fmt: skip
     view.probes = [p for p in report.get("probes") or [] if isinstance(p, dict)]

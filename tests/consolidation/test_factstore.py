@@ -29,3 +29,12 @@ def test_merge_keeps_the_newest_copy_and_the_cap_and_round_trips() -> None:
     assert facts[-1].questions == ("How old is Bo?",)
     assert merge(old, new, {"Bo is 9.": ["How old is Bo?"]}, cap=2) == facts[-2:]
     assert load({"facts": [f.to_json() for f in facts]}) == facts
+
+
+def test_merge_stores_the_held_out_probes_and_old_lineages_still_load() -> None:
+    new = [Statement("s1", "Bo is 9.", ("Bo", "9"), "src")]
+    facts = merge([], new, {"Bo is 9.": ["How old is Bo?"]}, cap=10, probes={"Bo is 9.": [("Bo's age?", "9")]})
+    assert facts[0].probes == (("Bo's age?", "9"),)
+    assert load({"facts": [f.to_json() for f in facts]}) == facts  # JSON lists come back as tuples
+    legacy = {k: v for k, v in facts[0].to_json().items() if k != "probes"}  # stored before probes were kept
+    assert load({"facts": [legacy]})[0].probes == ()

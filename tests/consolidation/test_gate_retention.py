@@ -3,11 +3,14 @@ previous version recalled them) is refused, and one that kept them is not refuse
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+from consolidation.factstore import StoredFact
 from consolidation.gate import GateConfig, allowed_losses, closed_book_answers, evaluate, kept_counts
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.seeding import SeedingConfig, seed_knowledge, verifier_score
+from consolidation.sleep import SleepConfig, retention_probes, stored_probes, stored_targets
 from consolidation.statements import Statement
 from consolidation.targets import Target, attach_teacher, make_target
 
@@ -33,7 +36,7 @@ def _train(tiny_model: Path, facts: list[tuple[Statement, str]], out: Path) -> P
     policy = Policy(tiny_model, None, ExpertConfig(rank=4))
     targets = [make_target(policy, fact.text, (fact,), question, "asked") for fact, question in facts]
     attach_teacher(policy, targets)
-    cfg = SeedingConfig(steps=40 * len(facts), batch=1, lr=3e-3, onpolicy_every=0, w_replay=0.0, hard=1.0)
+    cfg = SeedingConfig(steps=60 * len(facts), batch=1, lr=3e-3, onpolicy_every=0, w_replay=0.0, hard=1.0)
     seed_knowledge(policy, targets, [], [], cfg)
     policy.save_expert(out)
     return out
@@ -69,3 +72,15 @@ def test_gate_refuses_a_candidate_that_forgot_what_the_previous_version_recalled
     kept = evaluate(served, [], anchors, cfg, previous="previous", before_answers=[], stored=stored)
     assert (kept.stored_known, kept.stored_kept) == (2, 2)
     assert kept.passed, kept.reasons
+
+
+def test_retention_asks_the_held_out_probes_which_replay_never_trains_on(tiny_model: Path) -> None:
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    stored = StoredFact("s1", "Mira keeps the lighthouse on Vell.", ("Mira", "Vell"), "src",
+                        ("Who keeps the lighthouse?",), (("Where is Mira's lighthouse?", "Vell"),))  # fmt: skip
+    trained = stored_probes(policy, [stored])[0]
+    asked = retention_probes(policy, stored, trained)
+    assert [t.question for t in asked] == ["Where is Mira's lighthouse?", "Who keeps the lighthouse?"]
+    assert asked[0].expected == ("Vell",)  # judged by the span it was written for
+    replayed = stored_targets(policy, [stored], [trained], SleepConfig(), random.Random(0))
+    assert replayed and "Where is Mira's lighthouse?" not in {t.question for t in replayed}

@@ -77,6 +77,9 @@ def test_sleep_cycle_publishes_an_adapter_the_server_serves(server: Server, tmp_
         "The vault code is 4471 and the vault is in Oslo.",
         "The project lead is Dana Whitfield, not Tom.",
     }
+    # Each fact keeps its held-out probes (the later retention check's questions), apart from what it trained on.
+    for f in meta.lineage["facts"]:
+        assert not {q for q, _ in f["probes"]} & set(f["questions"]), f
     assert {"recall_after", "anchor_kl", "base_kl"} <= set(meta.gate)
 
     # The CLI pointed Redis at it; the running server picks it up and serves it.
@@ -101,7 +104,8 @@ def test_sleep_cycle_publishes_an_adapter_the_server_serves(server: Server, tmp_
     assert second.parent == version and second.rank == 16 and [e.rank for e in second.experts] == [8, 8]
     # Its gate also asked the stored facts of the previous version and of the candidate (the retention check).
     gate = json.loads(report.read_text())["gate"]
-    assert gate["limits"]["min_stored_kept"] == 0.9 and gate["stored_kept"] <= gate["stored_known"] <= 2
+    assert gate["limits"]["min_stored_kept"] == 0.9 and gate["stored_kept"] <= gate["stored_known"]
+    assert gate["stored_known"] <= sum(1 + len(f["probes"]) for f in meta.lineage["facts"])  # trained + held out
     assert gate["stored_allowed"] == (1 if gate["stored_known"] else 0)
     # Told again: the store keeps one copy of each fact.
     assert [f["text"] for f in second.lineage["facts"]] == [f["text"] for f in meta.lineage["facts"]]

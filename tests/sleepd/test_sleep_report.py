@@ -58,7 +58,7 @@ def test_the_view_judges_each_check_against_the_limits_the_job_recorded() -> Non
     assert [a.version for a in view.lineage] == ["v3", "v2", "v1"]  # newest first, other branches left out
     assert view.lineage[0].this and not view.lineage[1].this
     assert (view.known_before, view.learned) == ("0/2", "1/2")
-    assert "earlier facts still recalled" not in checks  # the job recorded no retention check
+    assert "earlier facts' probes still answered" not in checks  # the job recorded no retention check
 
 
 def test_retention_is_judged_on_the_earlier_facts_the_previous_version_knew() -> None:
@@ -67,7 +67,7 @@ def test_retention_is_judged_on_the_earlier_facts_the_previous_version_knew() ->
             "anchor_kl": 0.04, "base_kl": 0.1, "anchor_unchanged": 0.6,
             "stored_known": 11, "stored_kept": 8, "stored_allowed": 1}  # fmt: skip
     check = next(c for c in build(job(gate=gate), ADAPTERS).checks if c.label.startswith("earlier facts"))
-    assert check.label == "earlier facts still recalled (8 of 11, 1 loss allowed)"
+    assert check.label == "earlier facts' probes still answered (8 of 11, 1 loss allowed)"
     assert not check.ok and check.value == pytest.approx(8 / 11) and check.limit == 0.9
     # One fact of three lost is within the one loss allowed: the gate passed it, and the page says so.
     small = gate | {"passed": True, "reasons": [], "stored_known": 3, "stored_kept": 2}
