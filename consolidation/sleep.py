@@ -34,6 +34,7 @@ from consolidation.sessions import Memory, memories
 from consolidation.statements import Statement, statements
 from consolidation.targets import (
     KEYED_TEMPLATES,
+    Asked,
     Target,
     asked_questions,
     attach_teacher,
@@ -59,6 +60,10 @@ class SleepConfig:
     asked_per_statement: int = 4  # questions the teacher writes per statement (train + held out)
     asked_samples: int = 6  # sampled to find them
     heldout_per_statement: int = 1  # of those, held out as the gate's probes (when a statement has two or more)
+    # A small sleep's gate judges recall on too few probes (4 facts gave 2-4; one greedy answer decided sleep 2 of
+    # both retention seeds): below this many, questions the teacher wrote beyond `asked_per_statement` are held
+    # out too. Training keeps the same questions either way.
+    min_probes: int = 8
     stored_replay: int = 64  # earlier sleeps' facts replayed per sleep (the ones the model lost first)
     store_cap: int = 5000  # facts carried in an adapter's lineage
     top_k: int = 16  # teacher log-probabilities kept per answer token
@@ -308,24 +313,29 @@ def prepare(
     """Questions and teacher distributions for the new statements, probes held out, earlier facts to replay."""
     rng = random.Random(cfg.seed)
     on_progress(0.05, "questions")
-    asked = asked_questions(
-        policy, found, cfg.asked_per_statement, cfg.asked_samples,
+    # Two spares per statement asked too: the first `asked_per_statement` are the same questions either way.
+    n = cfg.asked_per_statement
+    drawn = asked_questions(
+        policy, found, n + 2, cfg.asked_samples,
         on_chunk=lambda done, total: on_progress(0.05 + 0.2 * done / total, "questions"),
     )  # fmt: skip
+    asked = [qs[:n] for qs in drawn]
+    held_out = [cfg.heldout_per_statement if len(qs) >= 2 else 0 for qs in asked]
+    spares = spare_probes([qs[n:] for qs in drawn], cfg.min_probes - sum(held_out))
     targets: list[Target] = keyed_targets(policy, found, cfg.keyed_per_span, rng)
     targets += cloze_targets(policy, found, cfg.cloze_per_span, rng)
     probes: list[Target] = []
     questions: dict[str, list[str]] = {}
     heldout: dict[str, list[tuple[str, str | None]]] = {}
-    for st, qs in zip(found, asked, strict=True):
-        held = cfg.heldout_per_statement if len(qs) >= 2 else 0
+    for st, qs, held, spare in zip(found, asked, held_out, spares, strict=True):
         # Only the gate's probes expect the one span they were written for. Training keeps the statement's
         # spans (Dreaming's acceptance, the on-policy verifier): judged by the asked span, more attempts pass,
         # and the report seed's sleep drifted past the gate (anchor KL 0.092 -> 0.108, docs/BENCHMARKS.md).
         probes += [make_target(policy, st.text, (st,), a.question, "asked", a.span) for a in qs[:held]]
         targets += [make_target(policy, st.text, (st,), a.question, "asked") for a in qs[held:]]
         questions[st.text] = [a.question for a in qs[held:]]
-        heldout[st.text] = [(a.question, a.span) for a in qs[:held]]
+        probes += [make_target(policy, st.text, (st,), a.question, "asked", a.span) for a in spare]
+        heldout[st.text] = [(a.question, a.span) for a in [*qs[:held], *spare]]
     on_progress(0.3, "stored facts")
     probe = stored_probes(policy, kept)
     stored = stored_targets(policy, kept, probe, cfg, rng)
@@ -342,6 +352,18 @@ def stored_probes(policy: Policy, kept: list[factstore.StoredFact]) -> list[Targ
     """One closed-book question per stored fact: the first it was trained on (or a keyed one)."""
     asked = [f.questions[0] if f.questions else KEYED_TEMPLATES[0].format(f.spans[0]) for f in kept]
     return [make_target(policy, f.text, (f.statement(),), q, "asked") for f, q in zip(kept, asked, strict=True)]
+
+
+def spare_probes(spares: list[list[Asked]], wanted: int) -> list[list[Asked]]:
+    """Up to `wanted` of the spare questions, taken one statement at a time in turn (so each statement's
+    first spare comes before any statement's second)."""
+    out: list[list[Asked]] = [[] for _ in spares]
+    for depth in range(max((len(s) for s in spares), default=0)):
+        for i, s in enumerate(spares):
+            if wanted > 0 and depth < len(s):
+                out[i].append(s[depth])
+                wanted -= 1
+    return out
 
 
 def retention_probes(policy: Policy, fact: factstore.StoredFact, trained: Target) -> list[Target]:
