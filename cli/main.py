@@ -270,6 +270,13 @@ def report(job_id: Annotated[str, typer.Argument(help="The sleep job's id (`slee
                        mark[q["after_ok"]] + q["after"][:80])  # fmt: skip
     if probes.rows:
         out.print(probes)
+    earlier = Table("question", "states", "previous version", "this candidate",
+                    title="earlier facts the previous version answered", title_justify="left")  # fmt: skip
+    for q in r.earlier:
+        earlier.add_row(q["question"], ", ".join(q["expected"]), q["before"][:80],
+                        ("[green]✓[/] " if q["after_ok"] else "[red]✗ lost[/] ") + q["after"][:80])  # fmt: skip
+    if earlier.rows:
+        out.print(earlier)
     lineage = Table("version", "published", "sessions", "facts", "gate recall", "anchor KL", title="lineage",
                     title_justify="left")  # fmt: skip
     for a in r.lineage:

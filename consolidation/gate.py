@@ -61,9 +61,12 @@ class GateReport:
     # (what the sleep report shows). Not a metric.
     examples: list[dict[str, Any]] = field(default_factory=list)
     limits: dict[str, float] = field(default_factory=dict)  # the thresholds it was judged against
+    # The same rows for the retention check's probes the previous version answered right (the candidate's answer
+    # as "after"): which earlier facts a refused candidate lost. Not a metric.
+    earlier: list[dict[str, Any]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float | int | bool]:
-        return {k: v for k, v in asdict(self).items() if k not in ("reasons", "examples", "limits")}
+        return {k: v for k, v in asdict(self).items() if k not in ("reasons", "examples", "limits", "earlier")}
 
 
 @torch.no_grad()
@@ -123,7 +126,7 @@ def evaluate(
     prompts = [served.chat_ids([{"role": "user", "content": a}]) for a in anchors]
     kl, unchanged = drift(served, previous, "candidate", prompts, cfg.max_new_tokens)
     base_kl = kl if previous is None else drift(served, None, "candidate", prompts, cfg.max_new_tokens)[0]
-    known, kept = retained(served, previous, stored or [], cfg)
+    known, kept, earlier = retained(served, previous, stored or [], cfg)
     reasons = []
     allowed = allowed_losses(known, cfg.min_stored_kept)
     if known - kept > allowed:
@@ -142,19 +145,22 @@ def evaluate(
               "min_stored_kept": cfg.min_stored_kept}  # fmt: skip
     rows = examples(probes, before_answers, after_answers, cfg.match)
     return GateReport(not reasons, reasons, len(probes), heldout, recall_before, after, kl, base_kl, unchanged,
-                      known, kept, allowed, rows, limits)  # fmt: skip
+                      known, kept, allowed, rows, limits, earlier)  # fmt: skip
 
 
-def retained(served: Policy, previous: str | None, stored: list[Target], cfg: GateConfig) -> tuple[int, int]:
-    """(known, kept): stored probes the previous version answers right closed-book, and how many of those the
-    candidate answers right too. Nothing is stored before a first sleep."""
+def retained(
+    served: Policy, previous: str | None, stored: list[Target], cfg: GateConfig
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """(known, kept, rows): stored probes the previous version answers right closed-book, how many of those the
+    candidate answers right too, and their rows (`examples`). Nothing is stored before a first sleep."""
     if previous is None or not stored:
-        return 0, 0
+        return 0, 0, []
     with served.using(previous):
         before = closed_book_answers(served, stored, student=True, max_new_tokens=cfg.max_new_tokens)
     with served.using("candidate"):
         after = closed_book_answers(served, stored, student=True, max_new_tokens=cfg.max_new_tokens)
-    return kept_counts(before, after, stored, cfg.match)
+    known, kept = kept_counts(before, after, stored, cfg.match)
+    return known, kept, [row for row in examples(stored, before, after, cfg.match) if row["before_ok"]]
 
 
 def allowed_losses(known: int, min_kept: float) -> int:

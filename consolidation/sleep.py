@@ -143,6 +143,7 @@ class SleepReport:
             "retired_facts": self.retired_facts,
             "drift_checks": self.drift_checks,
             "probes": self.gate.examples if self.gate else [],  # held-out questions, answers before and after
+            "earlier": self.gate.earlier if self.gate else [],  # earlier facts' probes: previous vs candidate
         }
 
 

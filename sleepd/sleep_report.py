@@ -65,6 +65,7 @@ class SleepReportView:
     phases: list[Phase] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     probes: list[dict[str, Any]] = field(default_factory=list)
+    earlier: list[dict[str, Any]] = field(default_factory=list)  # earlier facts' probes the previous version knew
     lineage: list[Ancestor] = field(default_factory=list)
     totals: dict[str, Any] = field(default_factory=dict)
 
@@ -126,6 +127,9 @@ def build(job: dict[str, Any], adapters: list[dict[str, Any]]) -> SleepReportVie
                                  kept / known, limit, f">= {limit:g} or <= {allowed} lost",
                                  known - kept <= allowed))  # fmt: skip
     view.probes = [p for p in report.get("probes") or [] if isinstance(p, dict)]
+    # Lost ones first: they are why a retention refusal happened.
+    view.earlier = sorted((p for p in report.get("earlier") or [] if isinstance(p, dict)),
+                          key=lambda p: bool(p.get("after_ok")))  # fmt: skip
     view.lineage = _lineage(version or parent, adapters, version)
     view.totals = {
         "sessions": report.get("sessions"), "statements": report.get("statements"),

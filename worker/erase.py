@@ -131,7 +131,7 @@ def run_erasure(job_id: str, options: dict[str, Any], settings: Settings, client
 def _strip_reports(jobs: JobStore, tenant: str, purged: set[str], gone: set[str]) -> None:
     """One pass over the kept job records. A cycle that published a purged version keeps its state, not its
     report. Any other cycle of the tenant (a rejected one is never purged) keeps its report without the gate
-    probes drawn from an erased session (they quote the sessions)."""
+    probes drawn from an erased session, its own facts' and earlier facts' (they quote the sessions)."""
     for job in jobs.recent(1000):
         report = job.get("report") or {}
         if not isinstance(report, dict):
@@ -139,9 +139,9 @@ def _strip_reports(jobs: JobStore, tenant: str, purged: set[str], gone: set[str]
         if report.get("version") in purged or report.get("published") in purged:
             jobs.update(job["job_id"], report={"erased": True, "version": report.get("version")})
             continue
-        probes = report.get("probes") or []
-        if not probes or (job.get("options") or {}).get("tenant", DEFAULT_TENANT) != tenant:
+        if (job.get("options") or {}).get("tenant", DEFAULT_TENANT) != tenant:
             continue
-        kept = [p for p in probes if not gone & set(p.get("sessions", []))]
-        if len(kept) < len(probes):
-            jobs.update(job["job_id"], report=report | {"probes": kept})
+        rows = {key: report.get(key) or [] for key in ("probes", "earlier")}
+        kept = {key: [p for p in r if not gone & set(p.get("sessions", []))] for key, r in rows.items()}
+        if kept != rows:
+            jobs.update(job["job_id"], report=report | kept)

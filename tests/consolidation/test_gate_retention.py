@@ -66,6 +66,9 @@ def test_gate_refuses_a_candidate_that_forgot_what_the_previous_version_recalled
     refused = evaluate(served, [], anchors, cfg, previous="previous", before_answers=[], stored=stored)
     assert (refused.stored_known, refused.stored_kept) == (2, 0)  # two lost: over the one loss allowed
     assert not refused.passed and any("forgot earlier facts" in r for r in refused.reasons), refused.reasons
+    # What the report page lists: each fact the previous version answered, the candidate's answer beside it.
+    assert [(r["question"], r["after_ok"]) for r in refused.earlier] == [(q, False) for _, q in old]
+    assert refused.earlier[0]["sessions"] == ["s1"] and "earlier" not in refused.metrics()
 
     # The same adapter as candidate keeps both: nothing refused for retention.
     served = Policy.serving(tiny_model, {"previous": previous, "candidate": previous})

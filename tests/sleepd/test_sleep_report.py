@@ -75,6 +75,18 @@ def test_retention_is_judged_on_the_earlier_facts_the_previous_version_knew() ->
     assert check.ok
 
 
+def test_the_page_lists_the_earlier_facts_a_candidate_lost_first() -> None:
+    rows = [{"question": "Vault code?", "expected": ["4471"], "before": "4471.", "after": "4471.",
+             "before_ok": True, "after_ok": True, "sessions": ["s0"]},
+            {"question": "Who keeps the lighthouse?", "expected": ["Mira"], "before": "Mira.", "after": "Tom does.",
+             "before_ok": True, "after_ok": False, "sessions": ["s0"]}]  # fmt: skip
+    view = build(job(earlier=rows), ADAPTERS)
+    assert [p["question"] for p in view.earlier] == ["Who keeps the lighthouse?", "Vault code?"]
+    page = render_html(view)
+    assert 'id="earlier"' in page and "✗ lost" in page and "Tom does." in page
+    assert 'id="earlier"' not in render_html(build(job(), ADAPTERS))  # no retention check: no table
+
+
 def test_a_rejected_cycle_shows_why_and_the_lineage_it_would_have_extended() -> None:
     reasons = ["anchor drift KL 0.136 > 0.1 (against the previous version)"]
     view = build(job(version=None, gate={"passed": False, "reasons": reasons, "limits": LIMITS, "anchor_kl": 0.136,

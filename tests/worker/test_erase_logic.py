@@ -39,7 +39,9 @@ def test_erasure_strips_an_erased_sessions_questions_from_kept_job_reports(local
     probes = [{"question": "Where is the vault?", "sessions": ["s1"]}, {"question": "Who leads?", "sessions": ["s2"]}]
     for job_id, tenant in (("mine", "acme"), ("theirs", "other")):
         jobs.create(job_id, {"tenant": tenant})
-        jobs.update(job_id, state="rejected", report={"version": None, "probes": probes})
+        jobs.update(job_id, state="rejected", report={"version": None, "probes": probes, "earlier": probes})
     _strip_reports(jobs, "acme", set(), {"s1"})
-    assert [p["question"] for p in jobs.get("mine")["report"]["probes"]] == ["Who leads?"]  # type: ignore[index]
+    mine = jobs.get("mine")["report"]  # type: ignore[index]
+    assert [p["question"] for p in mine["probes"]] == ["Who leads?"]
+    assert [p["question"] for p in mine["earlier"]] == ["Who leads?"]  # the retention check's rows quote them too
     assert jobs.get("theirs")["report"]["probes"] == probes  # type: ignore[index]  # same id, another tenant's
