@@ -68,7 +68,7 @@ def main() -> None:
     hooks = training_hooks(policy, replay, cfg)
     steps = seed_knowledge(policy, prep.targets, prep.stored, replay, cfg.seeding, on_step=on_step, **hooks)
     rounds = dream(policy, prep.targets, replay, cfg.dreaming, cfg.seeding,
-                   on_round=lambda r: measure("dreaming", r.round), **hooks)  # fmt: skip
+                   on_round=lambda r: measure("dreaming", r.round), stored=prep.stored, **hooks)  # fmt: skip
     out = {
         "config": vars(args) | {"out": str(args.out)},
         "targets": len(prep.targets),

@@ -6,8 +6,9 @@ the question already says (`seeding.verifier_score`; the statements are the user
 is exact, not a judge's opinion). Attempts that pass are trained on (rejection-sampling fine-tuning: the
 student's own phrasing of the fact, which generalises past the teacher's); problems no attempt solves are
 taught again along their statement by the teacher (the distillation loss of Seeding). Replay runs in every
-step. The curriculum moves toward what the student still gets wrong: mastered problems are dropped, and for
-each statement with a failed problem the teacher writes a fresh question about it (a new phrasing to learn).
+step, and so do earlier sleeps' stored facts (as in Seeding; otherwise Dreaming's steps would train on this
+sleep's facts alone). The curriculum moves toward what the student still gets wrong: mastered problems are
+dropped, and for each statement with a failed problem the teacher writes a fresh question about it.
 Rounds stop at the budget, when nothing is left open, or when the drift budget is spent.
 """
 
@@ -23,7 +24,15 @@ import torch
 from consolidation.drift import DriftGuard
 from consolidation.losses import sequence_logprob
 from consolidation.policy import Policy
-from consolidation.seeding import SeedingConfig, balanced_sample, distill, replay_loss, verifier_score, warm_up
+from consolidation.seeding import (
+    SeedingConfig,
+    balanced_sample,
+    distill,
+    replay_loss,
+    verifier_score,
+    warm_up,
+    weighted_sample,
+)
 from consolidation.targets import Target, asked_questions, attach_teacher, make_target
 
 
@@ -71,9 +80,11 @@ def dream(
     guard: DriftGuard | None = None,
     opt: torch.optim.Optimizer | None = None,
     after_step: Callable[[], None] | None = None,
+    stored: list[Target] | None = None,
 ) -> list[RoundLog]:
     """Rounds until the budget, nothing left open, or the drift budget spent (checked after each round's
-    steps; a round that overspent it is undone)."""
+    steps; a round that overspent it is undone). `stored`: earlier sleeps' facts, `seeding_cfg.stored_batch`
+    of them distilled in every step."""
     rng = random.Random(cfg.seed)
     params = policy.trainable_parameters()
     opt = opt or torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)  # warm_up sets this phase's rate
@@ -110,6 +121,7 @@ def dream(
                 )
                 loss = loss - sequence_logprob(logits, toks, mask).mean()
             again = balanced_sample(rng, failed, lambda p: p.key, cfg.batch)
+            again += weighted_sample(rng, stored or [], seeding_cfg.stored_batch)
             if again:
                 loss = loss + distill(policy, again, seeding_cfg)[0]
             if cfg.w_replay > 0:

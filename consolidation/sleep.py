@@ -243,7 +243,7 @@ def _run(
     rounds = dream(
         policy, prep.targets, replay, cfg.dreaming, cfg.seeding,
         on_round=lambda r: report("dreaming", r.round / max(cfg.dreaming.rounds, 1), pass_rate=r.pass_rate),
-        guard=guard, **hooks,
+        guard=guard, stored=prep.stored, **hooks,
     )  # fmt: skip
     clock.lap("dreaming")
 

@@ -43,3 +43,23 @@ def test_a_problem_no_attempt_solves_is_taught_along_its_statement(tiny_model: P
     trivial = dataclasses.replace(problem, question="Is the vault code 4471?")
     assert dream(policy, [trivial], [], cfg, SeedingConfig()) == []
     assert abs(answer_logprob(policy, problem) - before) < 1e-4
+
+
+def test_earlier_facts_are_rehearsed_in_every_dreaming_step(tiny_model: Path) -> None:
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    new = Statement("s2", "The vault code is 4471.", ("4471",), "The vault code is 4471.")
+    old = Statement("s1", "The locker code is 9130.", ("9130",), "The locker code is 9130.")
+    problem = make_target(policy, new.text, (new,), "What is the vault code?", "asked")
+    stored = make_target(policy, old.text, (old,), "What is the locker code?", "asked")
+    attach_teacher(policy, [problem, stored])
+    before = answer_logprob(policy, stored)
+    cfg = DreamingConfig(
+        rounds=1, steps_per_round=8, k=2, lr=1e-2, warmup=0, max_new_tokens=6, w_replay=0, new_questions=0
+    )
+    dream(policy, [problem], [], cfg, SeedingConfig(hard=1.0))
+    alone = answer_logprob(policy, stored) - before  # what the same-kind new fact does to it by itself
+    policy.reset_expert()
+    dream(policy, [problem], [], cfg, SeedingConfig(hard=1.0), stored=[stored])
+    rehearsed = answer_logprob(policy, stored) - before
+    # Mean log-prob per token, in nats: measured 0.56 rehearsed vs 0.24 alone.
+    assert rehearsed > max(2 * alone, alone + 0.2), (rehearsed, alone)
