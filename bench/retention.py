@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -82,10 +83,14 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         root = args.registry or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sleepd-retention-")))
         registry = AdapterRegistry(root)
+        # A rejected candidate is scored too: what the gate refused, in the suite's terms.
+        candidate = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sleepd-candidate-")))
+        cfg = dataclasses.replace(cfg, keep_candidate=candidate)
         for n in range(len(rows) + 1, args.sleeps + 1):
             t0 = time.perf_counter()
             # Sessions of rejected sleeps (state["pending"]: their numbers) join this one, as in the worker.
             records = [r for g in state["pending"] for r in sessions_of(g)] + sessions_of(n)
+            shutil.rmtree(candidate, ignore_errors=True)
             report = run_sleep(base, records, registry, state["active"], cfg)
             carried, published = len(state["pending"]), report.published.version if report.published else None
             set_aside = advance(state, n, published, args.max_rejections)
@@ -96,11 +101,15 @@ def main() -> None:
                 "gate": report.summary()["gate"], "timings_s": report.timings_s,
                 "session_tokens": report.session_tokens, "compaction_error": report.compaction_error,
                 "rank": registry.get(active).rank if active != BASE else 0, "stored_facts": report.stored_facts,
+                "earlier": report.summary()["earlier"],  # the gate's retention probes, previous vs candidate
             }  # fmt: skip
             if active != BASE:
                 served = Policy.serving(base, {"active": registry.path(active)})
                 for name, scored in (("sleep1_facts", groups[0]), ("own_facts", groups[n - 1])):
                     row[name] = recall(served, "active", scored, args.max_new_tokens)[0]
+            if not published and candidate.exists():
+                refused = Policy.serving(base, {"candidate": candidate})
+                row["candidate_sleep1_facts"] = recall(refused, "candidate", groups[0], args.max_new_tokens)[0]
             row["wall_s"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
             print(json.dumps(row, default=str), flush=True)

@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--group", type=int, required=True, help="which sleep's facts (1-based)")
     ap.add_argument("--nullspace", type=float, default=0.9, help="projection energy (0: off)")
     ap.add_argument("--protect-stored", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--stored-batch", type=int, help="stored facts per training step (default: SeedingConfig's)")
+    ap.add_argument("--stored-known-weight", type=float, help="draw weight of a stored fact still recalled")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS / "retention-ablation.json")
@@ -48,6 +50,10 @@ def main() -> None:
     first, own = facts[:n], facts[(args.group - 1) * n : args.group * n]
     nullspace = NullSpaceConfig(energy=args.nullspace, protect_stored=args.protect_stored) if args.nullspace else None
     cfg = SleepConfig(expert=ExpertConfig(rank=16), nullspace=nullspace, threads=args.threads)
+    if args.stored_batch is not None:
+        cfg = dataclasses.replace(cfg, seeding=dataclasses.replace(cfg.seeding, stored_batch=args.stored_batch))
+    if args.stored_known_weight is not None:
+        cfg = dataclasses.replace(cfg, stored_known_weight=args.stored_known_weight)
     with tempfile.TemporaryDirectory(prefix="sleepd-ablation-") as tmp:
         start = args.start.name
         shutil.copytree(args.start, Path(tmp) / "registry" / start)
@@ -57,7 +63,9 @@ def main() -> None:
         records = records_of(convs[(args.group - 1) * n : args.group * n], f"sleep{args.group}")
         report = run_sleep(base, records, registry, start, cfg)
         served = Policy.serving(base, {"candidate": Path(tmp) / "candidate"})
-        row: dict[str, object] = {"gate": report.summary()["gate"], "timings_s": report.timings_s}
+        summary = report.summary()
+        row: dict[str, object] = {"gate": summary["gate"], "timings_s": report.timings_s,
+                                  "earlier_answers": summary.get("earlier", [])}  # fmt: skip
         for name, group in (("sleep1_facts", first), ("own_facts", own)):
             row[name], answers = recall(served, "candidate", group, args.max_new_tokens)
             questions = [p.question for f in group for p in f.probes]

@@ -65,6 +65,7 @@ class SleepConfig:
     # out too. Training keeps the same questions either way.
     min_probes: int = 8
     stored_replay: int = 64  # earlier sleeps' facts replayed per sleep (the ones the model lost first)
+    stored_known_weight: float = 0.3  # how often a stored fact the model still recalls is drawn (a lost one: 1)
     store_cap: int = 5000  # facts carried in an adapter's lineage
     top_k: int = 16  # teacher log-probabilities kept per answer token
     max_rank: int = 64  # the serving engine's max LoRA rank: compact past it
@@ -386,7 +387,7 @@ def stored_targets(policy: Policy, kept: list[factstore.StoredFact], probe: list
     order = sorted(range(len(kept)), key=lambda i: (not lost[i], rng.random()))[: cfg.stored_replay]
     out: list[Target] = []
     for i in order:
-        fact, weight = kept[i], 1.0 if lost[i] else 0.3
+        fact, weight = kept[i], 1.0 if lost[i] else cfg.stored_known_weight
         st = fact.statement()
         made = [make_target(policy, fact.text, (st,), q, "asked") for q in fact.questions]
         made += keyed_targets(policy, [st], 1, rng)
