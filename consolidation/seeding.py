@@ -52,7 +52,9 @@ class SeedingConfig:
     min_steps: int = 10
     max_steps: int = 400
     batch: int = 8  # new targets per step
-    stored_batch: int = 2  # earlier sleeps' facts per step (when there are any)
+    # Earlier sleeps' facts per step (when there are any), in Dreaming's steps too. As many as new targets: at 2
+    # a same-kind sleep cost sleep 1's probes 8 -> 6 of 16; at 8 it kept 9 (seed 2, docs/BENCHMARKS.md).
+    stored_batch: int = 8
     replay_batch: int = 4  # generic replay prompts per step
     onpolicy_every: int = 4  # a step that samples, every n steps (0: never)
     onpolicy_batch: int = 2  # targets the student samples for on such a step

@@ -65,7 +65,9 @@ class SleepConfig:
     # out too. Training keeps the same questions either way.
     min_probes: int = 8
     stored_replay: int = 64  # earlier sleeps' facts replayed per sleep (the ones the model lost first)
-    stored_known_weight: float = 0.3  # how often a stored fact the model still recalls is drawn (a lost one: 1)
+    # How often a stored fact the model still recalls is drawn (a lost one: 1). The ones it still recalls are the
+    # ones a same-kind sleep overwrites, so they are rehearsed as much (0.3 lost more: docs/BENCHMARKS.md).
+    stored_known_weight: float = 1.0
     store_cap: int = 5000  # facts carried in an adapter's lineage
     top_k: int = 16  # teacher log-probabilities kept per answer token
     max_rank: int = 64  # the serving engine's max LoRA rank: compact past it
@@ -379,7 +381,7 @@ def retention_probes(policy: Policy, fact: factstore.StoredFact, trained: Target
 def stored_targets(policy: Policy, kept: list[factstore.StoredFact], probe: list[Target], cfg: SleepConfig,
                    rng: random.Random) -> list[Target]:  # fmt: skip
     """Targets replaying up to `stored_replay` earlier facts: the current model answers each fact's `probe`
-    closed-book first; facts it lost are chosen first and weigh more."""
+    closed-book first; facts it lost are chosen first (and weigh more if `stored_known_weight` < 1)."""
     if not kept or cfg.stored_replay <= 0:
         return []
     answers = closed_book_answers(policy, probe, student=False, max_new_tokens=cfg.gate.max_new_tokens)
