@@ -94,14 +94,15 @@ def main() -> None:
             report = run_sleep(base, records, registry, state["active"], cfg)
             carried, published = len(state["pending"]), report.published.version if report.published else None
             set_aside = advance(state, n, published, args.max_rejections)
+            summary = report.summary()
             active = state["active"]
             row: dict[str, object] = {
                 "sleep": n, "published": published,
                 "carried_sleeps": carried, "set_aside_sleeps": set_aside,
-                "gate": report.summary()["gate"], "timings_s": report.timings_s,
+                "gate": summary["gate"], "timings_s": report.timings_s,
                 "session_tokens": report.session_tokens, "compaction_error": report.compaction_error,
                 "rank": registry.get(active).rank if active != BASE else 0, "stored_facts": report.stored_facts,
-                "earlier": report.summary()["earlier"],  # the gate's retention probes, previous vs candidate
+                "earlier": summary["earlier"],  # the gate's retention probes, previous vs candidate
             }  # fmt: skip
             if active != BASE:
                 served = Policy.serving(base, {"active": registry.path(active)})
