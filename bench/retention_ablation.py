@@ -1,8 +1,9 @@
-"""One sleep of a retention run again, from a kept adapter, with the null-space projection changed.
+"""One sleep of a retention run again, from a kept adapter, with one setting changed.
 
 `bench/retention.py` builds sleep n on what sleep n-1 published; to ask why a sleep forgot, this reruns one of
-its sleeps from the same start adapter (copied out of the run's registry) on the same sessions, changing only
-`SleepConfig.nullspace`, and scores the candidate (published or not) on sleep 1's probes and its own:
+its sleeps from the same start adapter (copied out of the run's registry) on the same sessions, changing one
+setting (the null-space projection, the stored facts' rehearsal, whose answers the replay matches, the rank
+cap), and scores the candidate (published or not) on sleep 1's probes and its own:
 
     .venv/bin/python -m bench.retention_ablation --start ADAPTER_DIR --group 3 --nullspace 0.9 --protect-stored
 """
@@ -38,6 +39,8 @@ def main() -> None:
     ap.add_argument("--protect-stored", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--stored-batch", type=int, help="stored facts per training step (default: SeedingConfig's)")
     ap.add_argument("--stored-known-weight", type=float, help="draw weight of a stored fact still recalled")
+    ap.add_argument("--replay-from", choices=("previous", "base"), help="whose answers the generic replay matches")
+    ap.add_argument("--max-rank", type=int, default=SleepConfig.max_rank, help="compact past this rank")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS / "retention-ablation.json")
@@ -49,11 +52,13 @@ def main() -> None:
     convs = sessions_with_replies(base, facts)  # all of them, as the run made them (batching changes replies)
     first, own = facts[:n], facts[(args.group - 1) * n : args.group * n]
     nullspace = NullSpaceConfig(energy=args.nullspace, protect_stored=args.protect_stored) if args.nullspace else None
-    cfg = SleepConfig(expert=ExpertConfig(rank=16), nullspace=nullspace, threads=args.threads)
+    cfg = SleepConfig(expert=ExpertConfig(rank=16), nullspace=nullspace, threads=args.threads, max_rank=args.max_rank)
     if args.stored_batch is not None:
         cfg = dataclasses.replace(cfg, seeding=dataclasses.replace(cfg.seeding, stored_batch=args.stored_batch))
     if args.stored_known_weight is not None:
         cfg = dataclasses.replace(cfg, stored_known_weight=args.stored_known_weight)
+    if args.replay_from is not None:
+        cfg = dataclasses.replace(cfg, replay_from=args.replay_from)
     with tempfile.TemporaryDirectory(prefix="sleepd-ablation-") as tmp:
         start = args.start.name
         shutil.copytree(args.start, Path(tmp) / "registry" / start)

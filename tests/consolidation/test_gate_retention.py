@@ -87,3 +87,18 @@ def test_retention_asks_the_held_out_probes_which_replay_never_trains_on(tiny_mo
     assert asked[0].expected == ("Vell",)  # judged by the span it was written for
     replayed = stored_targets(policy, [stored], [trained], SleepConfig(), random.Random(0))
     assert replayed and "Where is Mira's lighthouse?" not in {t.question for t in replayed}
+
+
+def test_retention_skips_probes_a_lone_digit_would_score(tiny_model: Path) -> None:
+    # A task trace's step number ("Step 2 (copy) passed") is stated by any answer that lists the steps, right
+    # run number or not: such a probe cannot tell a kept fact from a lost one.
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    text = "You ran the nightly build. Step 1 (copy) passed. Step 2 (copy) passed. It finished as run number 4070."
+    stored = StoredFact("s1", text, ("1", "2", "4070"), text, ("What run number did the build finish as?",),
+                        (("Which run number is 4070?", "2"), ("What number did the nightly build end as?", "4070"),
+                         ("What happened in the nightly build?", None)))  # fmt: skip
+    trained = stored_probes(policy, [stored])[0]
+    asked = retention_probes(policy, stored, trained)
+    assert [t.question for t in asked] == ["What number did the nightly build end as?",
+                                           "What happened in the nightly build?",
+                                           "What run number did the build finish as?"]  # fmt: skip
