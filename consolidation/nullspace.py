@@ -4,7 +4,7 @@ AlphaEdit, Fang et al., ICLR 2025).
 A LoRA expert changes a layer's output by B A x. Where the layer's inputs x on generic text lie in a subspace
 U, an A whose rows are orthogonal to U leaves those outputs unchanged: the expert then moves what the sessions'
 inputs have outside U, and generic behaviour (the gate's anchors) only through what is left. Each adapted
-layer's U is taken from its inputs on the replay sequences (prompts and the previous model's answers: never
+layer's U is taken from its inputs on the replay sequences (prompts and the replayed model's answers: never
 the gate's anchors) as the leading eigenvectors of their second moment, up to `energy` of its trace; after
 every optimizer step, A <- A (I - U U^T). Earlier sleeps' stored facts are protected the same way (`protected`):
 kept off generic inputs only, the update went into what same-kind fact questions share and overwrote the stored

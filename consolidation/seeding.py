@@ -11,7 +11,8 @@ into the student (the same weights plus a new low-rank expert, without the conte
                   with the context, grades every sampled token (reverse KL, exact over the vocabulary), and
 4. RL imitation - each sample's reward is the teacher's mean log-likelihood of it plus a verifier bonus (does
                   it state the statement's specifics); group-relative advantages; policy gradient;
-5. replay       - generic prompts answered by the previous model, forward KL to it, against forgetting.
+5. replay       - generic prompts answered by the original base (sleep.SleepConfig.replay_from), forward KL
+                  to it, against forgetting and against drift piling up over sleeps.
 
 loss = w_distill * (1 + 2) + w_rkl * 3 + w_pg * 4 + w_replay * 5, then clip and step. The budget is a number of
 passes over the new targets (`epochs`), so a sleep's cost follows what it has to learn, cut short by a drift
@@ -158,7 +159,7 @@ def seed_knowledge(
             rkl, pg, reward, n = _onpolicy(policy, batch[: cfg.onpolicy_batch], cfg)
             tokens += n
 
-        # 5. replay: generic prompts answered by the previous model, forward KL to it.
+        # 5. replay: generic prompts answered by the original base (or the previous version), forward KL to it.
         rep, n = replay_loss(policy, replay, rng, cfg) if cfg.w_replay > 0 else (torch.zeros(()), 0)
         tokens += n
 
@@ -238,8 +239,8 @@ def weighted_sample(rng: random.Random, targets: list[Target], size: int) -> lis
 
 def replay_loss(policy: Policy, replay: list[Target], rng: random.Random, cfg: SeedingConfig,
                 batch: int | None = None) -> tuple[torch.Tensor, int]:  # fmt: skip
-    """Forward KL(previous model || student), up to a constant, on a sample of replay prompts along the previous
-    model's answers (its top-k, computed once: `targets.replay_targets`); and its token count."""
+    """Forward KL(replayed model || student), up to a constant, on a sample of replay prompts along that model's
+    answers (its top-k, computed once: `targets.replay_targets`); and its token count."""
     size = cfg.replay_batch if batch is None else batch
     if not replay or size <= 0:
         return torch.zeros(()), 0

@@ -215,8 +215,9 @@ def _content(text: str) -> set[str]:
 
 
 def replay_targets(policy: Policy, prompts: list[str], max_new_tokens: int, top_k: int = 16) -> list[Target]:
-    """Generic prompts answered by the current (previous) model, with its top-k along its answers: replay
-    matches them (forward KL, up to a constant) so what the model did before the sleep stays what it does."""
+    """Generic prompts answered by `policy`'s teacher view (the original base, or the previous version), with
+    its top-k along its answers: replay matches them (forward KL, up to a constant) so generic behaviour stays
+    that model's."""
     ids = [policy.chat_ids([{"role": "user", "content": p}]) for p in prompts]
     answers = policy.generate(ids, student=False, max_new_tokens=max_new_tokens)
     out = [Target(f"replay:{p}", (), p, "replay", i, i, a) for p, i, a in zip(prompts, ids, answers, strict=True) if a]
