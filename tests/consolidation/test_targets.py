@@ -71,3 +71,30 @@ def test_only_the_gates_probes_expect_their_asked_span(tiny_model: Path, monkeyp
     asked = [t for t in prep.targets if t.kind == "asked"]
     assert [(t.question, t.span) for t in asked] == [(written[1].question, None)]
     assert asked[0].expected == ("Tromso", "3133")  # the statement's spans the question leaves open
+
+
+def test_the_store_keeps_every_spare_question_as_a_later_retention_probe(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Questions the teacher wrote beyond the trained ones are never trained on: the fact store keeps all of them
+    as later sleeps' retention probes, even when this sleep's gate had enough probes without them (one held-out
+    probe per fact let seed 4's check keep 6 of 6 while the suite lost 3 of 8). This sleep is unchanged."""
+    import consolidation.sleep as sleep
+    from consolidation.targets import Asked
+
+    build = Statement("s3", "You ran the index rebuild on zunddex-98 in Tromso as run number 3133.",
+                      ("zunddex-98", "Tromso", "3133"), "src")  # fmt: skip
+    written = [
+        Asked("Which build finished as run number 3133?", "zunddex-98"),
+        Asked("Which run was zunddex-98?", "3133"),
+        Asked("Where did the zunddex-98 rebuild run?", "Tromso"),
+        Asked("What was run 3133 rebuilding?", "zunddex-98"),
+    ]
+    monkeypatch.setattr(sleep, "asked_questions", lambda policy, found, *a, **k: [written for _ in found])
+    policy = Policy(tiny_model, None, ExpertConfig(rank=2))
+    cfg = sleep.SleepConfig(keyed_per_span=1, asked_per_statement=2, min_probes=1)
+    prep = sleep.prepare(policy, [build], [], cfg, lambda done, step: None)
+    assert [p.question for p in prep.probes] == [written[0].question]  # this gate: the one held out
+    assert [t.question for t in prep.targets if t.kind == "asked"] == [written[1].question]
+    assert prep.questions[build.text] == [written[1].question]
+    assert prep.heldout[build.text] == [(a.question, a.span) for a in (written[0], *written[2:])]
