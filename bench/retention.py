@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -61,6 +62,8 @@ def main() -> None:
     ap.add_argument("--registry", type=Path, help="keep the adapters here (default: a temporary folder)")
     ap.add_argument("--resume", action="store_true", help="continue the run `--out` and `--registry` hold")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("consolidation.interference").setLevel(logging.INFO)  # which stored facts rose, as it trains
 
     base = Path(resolve_model(args.model, ROOT / "data" / "models"))
     facts = generate(args.seed, args.sleeps * args.facts_per_sleep)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 from bench.learning import RESULTS, ROOT, records_of, sessions_with_replies
 from bench.retention import recall
 from bench.suite import generate
+from consolidation.interference import WatchConfig
 from consolidation.nullspace import NullSpaceConfig
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.sleep import SleepConfig, run_sleep
@@ -40,11 +42,20 @@ def main() -> None:
     ap.add_argument("--stored-batch", type=int, help="stored facts per training step (default: SeedingConfig's)")
     ap.add_argument("--stored-known-weight", type=float, help="draw weight of a stored fact still recalled")
     ap.add_argument("--replay-from", choices=("previous", "base"), help="whose answers the generic replay matches")
+    ap.add_argument(
+        "--watch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rehearse more the stored facts whose loss rises (consolidation/interference.py)",
+    )
+    ap.add_argument("--watch-scale", type=float, help="nats per token of excess rise doubling a weight")
     ap.add_argument("--max-rank", type=int, default=SleepConfig.max_rank, help="compact past this rank")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS / "retention-ablation.json")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("consolidation.interference").setLevel(logging.INFO)  # which stored facts rose, as it trains
 
     base = Path(resolve_model(args.model, ROOT / "data" / "models"))
     n = args.facts_per_sleep
@@ -57,6 +68,10 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, seeding=dataclasses.replace(cfg.seeding, stored_batch=args.stored_batch))
     if args.stored_known_weight is not None:
         cfg = dataclasses.replace(cfg, stored_known_weight=args.stored_known_weight)
+    if not args.watch:
+        cfg = dataclasses.replace(cfg, watch=None)
+    elif args.watch_scale is not None:
+        cfg = dataclasses.replace(cfg, watch=WatchConfig(scale=args.watch_scale))
     if args.replay_from is not None:
         cfg = dataclasses.replace(cfg, replay_from=args.replay_from)
     with tempfile.TemporaryDirectory(prefix="sleepd-ablation-") as tmp:

@@ -27,6 +27,7 @@ from consolidation.dreaming import DreamingConfig, dream
 from consolidation.drift import DriftBudget, DriftGuard
 from consolidation.experts import compact, load_adapter, save_adapter, stack
 from consolidation.gate import GateConfig, GateReport, closed_book_answers, evaluate
+from consolidation.interference import InterferenceWatch, WatchConfig
 from consolidation.nullspace import NullSpaceConfig, generic_projector
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.seeding import SeedingConfig, seed_knowledge, verifier_score
@@ -85,6 +86,8 @@ class SleepConfig:
     # The expert may not read the replay's leading input directions (None: any). On the tuning seed it cut
     # anchor KL 0.090 -> 0.053 for 19 -> 16 of 32 probes (docs/BENCHMARKS.md, "Where the update goes").
     nullspace: NullSpaceConfig | None = field(default_factory=NullSpaceConfig)
+    # Earlier facts whose loss rises while this sleep trains are drawn more often (None: a random share only).
+    watch: WatchConfig | None = field(default_factory=WatchConfig)
     threads: int | None = None
     seed: int = 0
     tenant: str = "default"  # whose lineage the published version joins (registry metadata)
@@ -319,11 +322,18 @@ def training_hooks(
     opt = None
     if cfg.dreaming.carry_optimizer:
         opt = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.seeding.lr, weight_decay=0.0)
-    project = None
+    after: list[Callable[[], None]] = []
     if cfg.nullspace:
         protected = stored if cfg.nullspace.protect_stored else None
-        project = generic_projector(policy, replay, cfg.nullspace, protected).apply
-    return {"opt": opt, "after_step": project}
+        after.append(generic_projector(policy, replay, cfg.nullspace, protected).apply)
+    if cfg.watch and stored:
+        after.append(InterferenceWatch(policy, stored, cfg.watch).tick)  # measures the projected update
+
+    def after_step() -> None:
+        for hook in after:
+            hook()
+
+    return {"opt": opt, "after_step": after_step if after else None}
 
 
 def prepare(

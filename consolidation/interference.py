@@ -1,0 +1,95 @@
+"""Which earlier facts this sleep is overwriting, measured while it trains, so that they are rehearsed more.
+
+A sleep replays earlier sleeps' stored facts: a few drawn at random into every step (`SeedingConfig.stored_batch`).
+A new fact of the same kind as a stored one pulls the model's answer about the stored one towards its own: on
+seed 5, "the Kreckzean Tournament takes place on May 21" made the model say the Hyskiox Tournament (March 3)
+did too, and every sleep from the fifth was refused for such overwrites (docs/BENCHMARKS.md, "Retention over
+sequential sleeps"). A random share of replay does not single out the facts at risk.
+
+The watch measures them instead of guessing from wording (as maximally interfered retrieval, Aljundi et al.
+2019, picks replay by the loss a virtual update raises): every `every` optimizer updates it takes the student's
+loss on each stored target, and a target whose loss rose since the sleep began more than the median stored
+target's is drawn more often, its weight times 1 + excess / `scale` (at most `cap` times). The median is the
+drift every fact shares, which replay of all of them answers; the excess is what this sleep's new facts do to
+that one. Seeding and Dreaming draw stored targets by weight
+(`seeding.weighted_sample`), so both phases rehearse what is being lost while it is being lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from consolidation.policy import Policy
+from consolidation.targets import Target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    every: int = 8  # optimizer updates between measurements
+    scale: float = 0.05  # nats per token of rise beyond the median that doubles a target's weight
+    cap: float = 16.0  # most a target's weight is multiplied by
+    batch: int = 16  # targets per forward pass when measuring
+
+
+@torch.no_grad()
+def answer_nll(policy: Policy, targets: list[Target], batch: int = 16) -> list[float]:
+    """Each target's mean negative log-likelihood per answer token under the student (no context)."""
+    out: list[float] = []
+    for i in range(0, len(targets), batch):
+        chunk = targets[i : i + batch]
+        logits, mask, toks = policy.completion_logits(
+            [t.student_prompt for t in chunk], [t.answer for t in chunk], student=True
+        )
+        logp = F.log_softmax(logits.float(), dim=-1).gather(-1, toks.unsqueeze(-1)).squeeze(-1)
+        out += (-(logp * mask).sum(1) / mask.sum(1).clamp_min(1.0)).tolist()
+    return out
+
+
+@dataclass
+class InterferenceWatch:
+    """Re-weights `targets` (earlier sleeps' stored facts) in place by how much their loss rose this sleep."""
+
+    policy: Policy
+    targets: list[Target]
+    cfg: WatchConfig
+    start: list[float] = field(default_factory=list)
+    prior: list[float] = field(default_factory=list)
+    rises: list[float] = field(default_factory=list)  # the latest measurement's rise per target (nats per token)
+    updates: int = 0
+    measurements: int = 0
+
+    def __post_init__(self) -> None:
+        self.prior = [t.weight for t in self.targets]
+        self.start = answer_nll(self.policy, self.targets, self.cfg.batch) if self.targets else []
+        self.rises = [0.0] * len(self.targets)
+
+    def tick(self) -> None:
+        """Called after every optimizer update; measures every `every` updates."""
+        self.updates += 1
+        if self.targets and self.cfg.every > 0 and self.updates % self.cfg.every == 0:
+            self.measure()
+
+    def measure(self) -> None:
+        now = answer_nll(self.policy, self.targets, self.cfg.batch)
+        self.rises = [n - s for n, s in zip(now, self.start, strict=True)]
+        self.measurements += 1
+        typical = statistics.median(self.rises)
+        for t, prior, rise in zip(self.targets, self.prior, self.rises, strict=True):
+            t.weight = prior * boost(rise - typical, self.cfg)
+        top = sorted(range(len(self.targets)), key=lambda i: -self.rises[i])[:3]
+        log.info("interference watch, update %d: %d of %d stored targets rose; most: %s", self.updates,
+                 sum(r > 0 for r in self.rises), len(self.targets),
+                 "; ".join(f"{self.targets[i].question!r} +{self.rises[i]:.3f}" for i in top))  # fmt: skip
+
+
+def boost(excess: float, cfg: WatchConfig) -> float:
+    """How much more often a target is drawn whose loss rose by `excess` nats per token more than the median
+    stored target's (1: not more often)."""
+    return min(cfg.cap, 1.0 + max(0.0, excess) / cfg.scale)

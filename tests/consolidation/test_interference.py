@@ -1,0 +1,65 @@
+"""The interference watch: earlier facts whose loss rises while a sleep trains, more than the other stored
+facts' does, are drawn more often into its steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from consolidation.interference import InterferenceWatch, WatchConfig, answer_nll, boost
+from consolidation.policy import ExpertConfig, Policy
+from consolidation.seeding import SeedingConfig, seed_knowledge
+from consolidation.statements import Statement
+from consolidation.targets import Target, attach_teacher, make_target
+
+
+def test_a_target_is_drawn_more_in_proportion_to_its_rise_and_never_less() -> None:
+    cfg = WatchConfig(scale=0.1, cap=16.0)
+    assert boost(-0.5, cfg) == 1.0  # rose less than the median stored fact: drawn as before, not less
+    assert boost(0.0, cfg) == 1.0
+    assert boost(0.1, cfg) == 2.0
+    assert boost(0.3, cfg) == pytest.approx(4.0)
+    assert boost(50.0, cfg) == 16.0
+
+
+def _stored(policy: Policy) -> list[Target]:
+    facts = [
+        ("The locker code is 9130.", "9130", "What is the locker code?"),  # the same kind as the new fact
+        ("Mira's cat is called Pebble.", "Pebble", "What is Mira's cat called?"),
+        ("The ferry leaves at noon.", "noon", "When does the ferry leave?"),
+        ("The museum is on Elm Street.", "Elm Street", "Where is the museum?"),
+    ]
+    out = []
+    for i, (text, span, question) in enumerate(facts):
+        st = Statement(f"s{i}", text, (span,), text)
+        out.append(make_target(policy, text, (st,), question, "asked"))
+    return out
+
+
+def test_the_watch_singles_out_the_stored_fact_a_new_fact_pulls_on(tiny_model: Path) -> None:
+    """A new fact asked almost as a stored one is ("the locker's code" beside "the locker code") is learned beside
+    4 stored facts the model already knows. Every stored fact's loss rises some; the watch draws the one it
+    rises most for (the near-duplicate) most often, and those that rise less than the median as before.
+    (Whether that keeps the default model's earlier facts is measured, not asserted here: docs/BENCHMARKS.md.)"""
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    new = Statement("n", "The locker's code is 4471.", ("4471",), "The locker's code is 4471.")
+    target = make_target(policy, new.text, (new,), "What is the locker's code?", "asked")
+    stored = _stored(policy)
+    attach_teacher(policy, [target, *stored])
+    # An earlier sleep: the stored facts learned first (the tiny model knows none of them).
+    learn = SeedingConfig(steps=48, batch=4, lr=2e-3, onpolicy_every=0, w_replay=0.0, hard=1.0)
+    seed_knowledge(policy, stored, [], [], learn)
+    before = answer_nll(policy, stored)
+    watch = InterferenceWatch(policy, stored, WatchConfig(every=4, scale=0.02))
+    assert watch.start == before
+    cfg = SeedingConfig(steps=64, batch=1, stored_batch=1, lr=2e-3, onpolicy_every=0, w_replay=0.0, hard=1.0)
+    seed_knowledge(policy, [target], stored, [], cfg, after_step=watch.tick)
+    assert watch.measurements == 16
+    assert all(r > 0 for r in watch.rises), watch.rises  # the new fact pulls on every stored one some
+    assert watch.rises[0] == max(watch.rises), watch.rises  # and on the near-duplicate most
+    weights = [t.weight for t in stored]
+    median = sum(sorted(watch.rises)[1:3]) / 2
+    assert weights == [boost(r - median, watch.cfg) for r in watch.rises]
+    assert weights[0] == max(weights) > 1.0, weights
+    assert sorted(weights)[:2] == [1.0, 1.0], weights  # the two below the median are drawn as before
