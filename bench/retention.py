@@ -62,8 +62,7 @@ def main() -> None:
     ap.add_argument("--registry", type=Path, help="keep the adapters here (default: a temporary folder)")
     ap.add_argument("--resume", action="store_true", help="continue the run `--out` and `--registry` hold")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("consolidation.interference").setLevel(logging.INFO)  # which stored facts rose, as it trains
+    log_interference()
 
     base = Path(resolve_model(args.model, ROOT / "data" / "models"))
     facts = generate(args.seed, args.sleeps * args.facts_per_sleep)
@@ -118,6 +117,12 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row, default=str), flush=True)
             write(args, rows, state if args.registry else None)
+
+
+def log_interference() -> None:
+    """Show which stored facts' loss rose as each sleep trains (consolidation/interference.py), and warnings."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("consolidation.interference").setLevel(logging.INFO)
 
 
 def advance(state: dict[str, Any], n: int, published: str | None, max_rejections: int) -> int:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import shutil
 import tempfile
 from pathlib import Path
 
 from bench.learning import RESULTS, ROOT, records_of, sessions_with_replies
-from bench.retention import recall
+from bench.retention import log_interference, recall
 from bench.suite import generate
 from consolidation.interference import WatchConfig
 from consolidation.nullspace import NullSpaceConfig
@@ -54,8 +53,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS / "retention-ablation.json")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("consolidation.interference").setLevel(logging.INFO)  # which stored facts rose, as it trains
+    log_interference()
 
     base = Path(resolve_model(args.model, ROOT / "data" / "models"))
     n = args.facts_per_sleep

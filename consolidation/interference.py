@@ -22,8 +22,8 @@ import statistics
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
+from consolidation.losses import sequence_logprob
 from consolidation.policy import Policy
 from consolidation.targets import Target
 
@@ -47,8 +47,7 @@ def answer_nll(policy: Policy, targets: list[Target], batch: int = 16) -> list[f
         logits, mask, toks = policy.completion_logits(
             [t.student_prompt for t in chunk], [t.answer for t in chunk], student=True
         )
-        logp = F.log_softmax(logits.float(), dim=-1).gather(-1, toks.unsqueeze(-1)).squeeze(-1)
-        out += (-(logp * mask).sum(1) / mask.sum(1).clamp_min(1.0)).tolist()
+        out += (-sequence_logprob(logits, toks, mask)).tolist()
     return out
 
 
@@ -59,11 +58,11 @@ class InterferenceWatch:
     policy: Policy
     targets: list[Target]
     cfg: WatchConfig
-    start: list[float] = field(default_factory=list)
-    prior: list[float] = field(default_factory=list)
-    rises: list[float] = field(default_factory=list)  # the latest measurement's rise per target (nats per token)
-    updates: int = 0
-    measurements: int = 0
+    start: list[float] = field(init=False)  # each target's loss when the sleep began
+    prior: list[float] = field(init=False)  # the draw weights the store gave
+    rises: list[float] = field(init=False)  # the latest measurement's rise per target (nats per token)
+    updates: int = field(init=False, default=0)
+    measurements: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.prior = [t.weight for t in self.targets]
