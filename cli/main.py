@@ -271,7 +271,7 @@ def report(job_id: Annotated[str, typer.Argument(help="The sleep job's id (`slee
     if probes.rows:
         out.print(probes)
     earlier = Table("question", "states", "previous version", "this candidate",
-                    title="earlier facts the previous version answered", title_justify="left")  # fmt: skip
+                    title="earlier facts the lineage recalled", title_justify="left")  # fmt: skip
     for q in r.earlier:
         earlier.add_row(q["question"], ", ".join(q["expected"]), q["before"][:80],
                         ("[green]✓[/] " if q["after_ok"] else "[red]✗ lost[/] ") + q["after"][:80])  # fmt: skip

@@ -26,6 +26,10 @@ class StoredFact:
     # Held-out questions (question, the span it asks for): never trained on, in this sleep or a later one, so
     # that the gate's retention check asks what the suite's paraphrased probes ask, not a memorised question.
     probes: tuple[tuple[str, str | None], ...] = ()
+    # Which of its retention probes (`sleep.retention_probes`) the version that stored it answered right closed-book
+    # (None: not recorded, a lineage from before). Later gates count a loss against this, not only against the
+    # previous version: a loss allowed per sleep otherwise adds up along the lineage (docs/BENCHMARKS.md).
+    recalled: tuple[str, ...] | None = None
 
     def statement(self) -> Statement:
         return Statement(self.session_id, self.text, self.spans, self.source)
@@ -35,8 +39,10 @@ class StoredFact:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StoredFact:
+        recalled = data.get("recalled")
         return cls(data["session_id"], data["text"], tuple(data["spans"]), data.get("source", data["text"]),
-                   tuple(data.get("questions", ())), tuple((q, s) for q, s in data.get("probes", ())))  # fmt: skip
+                   tuple(data.get("questions", ())), tuple((q, s) for q, s in data.get("probes", ())),
+                   None if recalled is None else tuple(recalled))  # fmt: skip
 
 
 def load(lineage: dict[str, Any]) -> list[StoredFact]:

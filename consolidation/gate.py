@@ -10,9 +10,11 @@ model did and has not drifted on a fixed anchor set.
   original base (what every sleep so far changed together: drift cannot pile up unseen across versions); and
   the share of anchor answers that stay token-identical to the previous version's.
 - Retention: probes of earlier sleeps' facts (a sample of the fact store: each fact's held-out probes and one
-  question it was trained on) that the previous version answers right closed-book must mostly still be answered
-  right by the candidate. Without it the gate published a version that had lost 10 of 11 earlier facts to
-  same-kind new ones (docs/BENCHMARKS.md, "Retention").
+  question it was trained on) that the lineage recalled (the version that stored the fact, or the previous
+  version) must mostly still be answered right by the candidate. Without it the gate published a version that
+  had lost 10 of 11 earlier facts to same-kind new ones; judged against the previous version alone, the losses
+  each sleep was allowed added up (seed 5: sleep 1's probes 8 -> 5 of 16 over four published sleeps, each
+  within its allowance; docs/BENCHMARKS.md, "Retention").
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ class GateConfig:
     max_base_kl: float = 0.2  # drift against the original base, all sleeps together
     min_anchor_unchanged: float = 0.0  # share of anchor answers that must stay identical
     match: float = 0.5  # share of a probe's expected specifics an answer must state
-    # Of the sampled stored facts' probes the previous version answers right, the share the candidate must still
-    # answer right: the product's retention goal (0.9 after 10 sleeps), asked of every sleep. One loss is always
+    # Of the sampled stored facts' probes the lineage recalled (the version that stored the fact answered them
+    # right, or the previous version does), the share the candidate must still answer right: the product's
+    # retention goal (0.9 after 10 sleeps), a budget for the whole lineage, not per sleep. One loss is always
     # allowed: with 3 known facts the bare share refused four sleeps in a row, each for one (docs/BENCHMARKS.md).
     min_stored_kept: float = 0.9
     stored_sample: int = 64  # stored facts checked per sleep (the store holds up to thousands)
@@ -54,15 +57,16 @@ class GateReport:
     anchor_kl: float
     base_kl: float
     anchor_unchanged: float
-    stored_known: int = 0  # probes of sampled stored facts the previous version answered right
+    stored_known: int = 0  # probes of sampled stored facts the lineage recalled (when stored, or the previous version)
     stored_kept: int = 0  # of those, answered right by the candidate too
     stored_allowed: int = 0  # how many of them it may lose (`allowed_losses`)
     # One row per probe: the question, what a right answer states, and the closed-book answers before and after
     # (what the sleep report shows). Not a metric.
     examples: list[dict[str, Any]] = field(default_factory=list)
     limits: dict[str, float] = field(default_factory=dict)  # the thresholds it was judged against
-    # The same rows for the retention check's probes the previous version answered right (the candidate's answer
-    # as "after"): which earlier facts a refused candidate lost. Not a metric.
+    # The same rows for the retention check's probes the lineage recalled (the previous version's answer as
+    # "before", the candidate's as "after", "at_store": the storing version answered it right): which earlier
+    # facts a refused candidate lost. Not a metric.
     earlier: list[dict[str, Any]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float | int | bool]:
@@ -115,10 +119,12 @@ def evaluate(
     before_answers: list[str],
     heldout: bool = True,
     stored: list[Target] | None = None,
+    recalled: list[bool] | None = None,
 ) -> GateReport:
     """`served` holds the candidate as adapter "candidate" (and the previous version as `previous`, None for
     the base). `before_answers`: the start model's closed-book answers to `probes`. `stored`: probes of sampled
-    earlier facts, asked of the previous version and of the candidate."""
+    earlier facts, asked of the previous version and of the candidate; `recalled`: for each, whether the version
+    that stored its fact answered it right (`StoredFact.recalled`; None: not recorded)."""
     with served.using("candidate"):
         after_answers = closed_book_answers(served, probes, student=True, max_new_tokens=cfg.max_new_tokens)
     recall_before = recall(before_answers, probes, cfg.match)
@@ -126,12 +132,12 @@ def evaluate(
     prompts = [served.chat_ids([{"role": "user", "content": a}]) for a in anchors]
     kl, unchanged = drift(served, previous, "candidate", prompts, cfg.max_new_tokens)
     base_kl = kl if previous is None else drift(served, None, "candidate", prompts, cfg.max_new_tokens)[0]
-    known, kept, earlier = retained(served, previous, stored or [], cfg)
+    known, kept, earlier = retained(served, previous, stored or [], cfg, recalled)
     reasons = []
     allowed = allowed_losses(known, cfg.min_stored_kept)
     if known - kept > allowed:
-        reasons.append(f"forgot earlier facts: kept {kept} of {known} probes, more than the {allowed} allowed lost "
-                       f"(keep {cfg.min_stored_kept:.0%}, one loss allowed)")  # fmt: skip
+        reasons.append(f"forgot earlier facts: kept {kept} of {known} probes the lineage recalled, more than the "
+                       f"{allowed} allowed lost (keep {cfg.min_stored_kept:.0%}, one loss allowed)")  # fmt: skip
     if after - recall_before <= cfg.min_recall_gain:
         reasons.append(f"recall did not improve enough: {recall_before:.2f} -> {after:.2f}")
     if kl > cfg.max_anchor_kl:
@@ -149,18 +155,22 @@ def evaluate(
 
 
 def retained(
-    served: Policy, previous: str | None, stored: list[Target], cfg: GateConfig
+    served: Policy, previous: str | None, stored: list[Target], cfg: GateConfig, recalled: list[bool] | None = None
 ) -> tuple[int, int, list[dict[str, Any]]]:
-    """(known, kept, rows): stored probes the previous version answers right closed-book, how many of those the
-    candidate answers right too, and their rows (`examples`). Nothing is stored before a first sleep."""
+    """(known, kept, rows): stored probes the lineage recalled (the previous version answers them right
+    closed-book, or `recalled` says the version that stored the fact did), how many of those the candidate
+    answers right, and their rows (`examples`). Nothing is stored before a first sleep."""
     if previous is None or not stored:
         return 0, 0, []
     with served.using(previous):
         before = closed_book_answers(served, stored, student=True, max_new_tokens=cfg.max_new_tokens)
     with served.using("candidate"):
         after = closed_book_answers(served, stored, student=True, max_new_tokens=cfg.max_new_tokens)
-    known, kept = kept_counts(before, after, stored, cfg.match)
-    return known, kept, [row for row in examples(stored, before, after, cfg.match) if row["before_ok"]]
+    at_store = recalled or [False] * len(stored)
+    known, kept = kept_counts(before, after, stored, cfg.match, at_store)
+    rows = examples(stored, before, after, cfg.match)
+    return known, kept, [row | {"at_store": s} for row, s in zip(rows, at_store, strict=True)
+                         if row["before_ok"] or s]  # fmt: skip
 
 
 def allowed_losses(known: int, min_kept: float) -> int:
@@ -169,7 +179,10 @@ def allowed_losses(known: int, min_kept: float) -> int:
     return max(1, int(known * (1 - min_kept) + 1e-9)) if known else 0
 
 
-def kept_counts(before: list[str], after: list[str], probes: list[Target], match: float) -> tuple[int, int]:
-    known = [verifier_score(b, p) >= match for b, p in zip(before, probes, strict=True)]
+def kept_counts(before: list[str], after: list[str], probes: list[Target], match: float,
+                recalled: list[bool] | None = None) -> tuple[int, int]:  # fmt: skip
+    """(known, kept): probes answered right `before` (or `recalled` when stored), and of those, right `after`."""
+    at_store = recalled or [False] * len(probes)
+    known = [s or verifier_score(b, p) >= match for b, p, s in zip(before, probes, at_store, strict=True)]
     still = [k and verifier_score(a, p) >= match for k, a, p in zip(known, after, probes, strict=True)]
     return sum(known), sum(still)

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -184,6 +184,7 @@ class Prepared:
     probes: list[Target]  # held-out questions about it, the gate's
     stored: list[Target]  # earlier sleeps' facts, replayed
     checks: list[Target]  # probes of sampled earlier facts: the gate's retention check
+    recalled: list[bool]  # for each check, whether the version that stored its fact answered it right
     questions: dict[str, list[str]]  # statement text -> the questions trained on it (for the fact store)
     heldout: dict[str, list[tuple[str, str | None]]]  # statement text -> its held-out probes (for the fact store)
 
@@ -270,12 +271,16 @@ def _run(
     report("gate", 0.2, step="evaluate")
     served = Policy.serving(base_model, {"candidate": candidate, **({"previous": previous} if previous else {})})
     gate = evaluate(served, prep.probes, list(cfg.anchors), cfg.gate, previous="previous" if previous else None,
-                    before_answers=before, heldout=bool(prep.probes), stored=prep.checks)  # fmt: skip
+                    before_answers=before, heldout=bool(prep.probes), stored=prep.checks,
+                    recalled=prep.recalled)  # fmt: skip
+    facts: list[factstore.StoredFact] = []
+    if gate.passed:
+        facts = factstore.merge(kept, prep.statements, prep.questions, cfg.store_cap, prep.heldout)
+        facts = record_recall(served, facts, {st.text for st in prep.statements}, cfg.gate, gate.examples)
     del served
     clock.lap("gate")
     published = None
     if gate.passed:
-        facts = factstore.merge(kept, prep.statements, prep.questions, cfg.store_cap, prep.heldout)
         earlier = parent_meta.experts if parent_meta else []
         if start is not previous and start is not None:  # compacted: the earlier experts are one now
             earlier = [Expert(rank=cfg.max_rank - cfg.expert.rank, source=f"compacted {active}")]
@@ -374,11 +379,35 @@ def prepare(
     stored = stored_targets(policy, kept, probe, cfg, rng)
     # Its own generator: the sample must not shift the training targets' draws.
     sample = random.Random(cfg.seed).sample(range(len(kept)), min(cfg.gate.stored_sample, len(kept)))
-    checks = [t for i in sample for t in retention_probes(policy, kept[i], probe[i])]
+    checks: list[Target] = []
+    recalled: list[bool] = []
+    for i in sample:
+        asked_now = retention_probes(policy, kept[i], probe[i])
+        checks += asked_now
+        recalled += [t.question in (kept[i].recalled or ()) for t in asked_now]
     on_progress(0.4, "teacher")
     attach_teacher(policy, [*targets, *stored], cfg.top_k,
                    on_batch=lambda done, total: on_progress(0.4 + 0.5 * done / total, "teacher"))  # fmt: skip
-    return Prepared(found, targets, probes, stored, checks, questions, heldout)
+    return Prepared(found, targets, probes, stored, checks, recalled, questions, heldout)
+
+
+def record_recall(served: Policy, facts: list[factstore.StoredFact], new: set[str], cfg: GateConfig,
+                  asked: list[dict[str, Any]]) -> list[factstore.StoredFact]:  # fmt: skip
+    """`facts` with each new one's `recalled` set: which of its retention probes the candidate ("candidate" in
+    `served`, the version that will store it) answers right closed-book. Probes the gate already asked
+    (`asked`: its example rows) are not asked again."""
+    done = {(row["question"], tuple(row["expected"])): bool(row["after_ok"]) for row in asked}
+    fresh = [i for i, f in enumerate(facts) if f.text in new]
+    probes = {i: retention_probes(served, facts[i], stored_probes(served, [facts[i]])[0]) for i in fresh}
+    todo = [t for i in fresh for t in probes[i] if (t.question, t.expected) not in done]
+    with served.using("candidate"):
+        answers = closed_book_answers(served, todo, student=True, max_new_tokens=cfg.max_new_tokens)
+    done |= {(t.question, t.expected): verifier_score(a, t) >= cfg.match for t, a in zip(todo, answers, strict=True)}
+    out = list(facts)
+    for i in fresh:
+        right = tuple(t.question for t in probes[i] if done[(t.question, t.expected)])
+        out[i] = replace(facts[i], recalled=right)
+    return out
 
 
 def stored_probes(policy: Policy, kept: list[factstore.StoredFact]) -> list[Target]:

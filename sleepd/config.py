@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     gate_min_recall_gain: float = 0.0
     gate_max_anchor_kl: float = 0.1  # against the previous version
     gate_max_base_kl: float = 0.2  # against the original base: what all sleeps so far changed together
-    gate_min_stored_kept: float = 0.9  # of earlier facts' probes the previous version answered right, the share kept
+    gate_min_stored_kept: float = 0.9  # of earlier facts' probes the lineage recalled, the share kept
 
     # Sleep operations (worker/): when to sleep, how long jobs may run.
     sleep_traffic_threshold: int = Field(5, description="Exchanges per minute at or under which traffic is 'low'.")

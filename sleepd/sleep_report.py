@@ -65,7 +65,7 @@ class SleepReportView:
     phases: list[Phase] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     probes: list[dict[str, Any]] = field(default_factory=list)
-    earlier: list[dict[str, Any]] = field(default_factory=list)  # earlier facts' probes the previous version knew
+    earlier: list[dict[str, Any]] = field(default_factory=list)  # earlier facts' probes the lineage recalled
     lineage: list[Ancestor] = field(default_factory=list)
     totals: dict[str, Any] = field(default_factory=dict)
 

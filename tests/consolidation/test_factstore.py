@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from consolidation.factstore import StoredFact, load, merge, retire
 from consolidation.statements import Statement
 
@@ -38,3 +40,6 @@ def test_merge_stores_the_held_out_probes_and_old_lineages_still_load() -> None:
     assert load({"facts": [f.to_json() for f in facts]}) == facts  # JSON lists come back as tuples
     legacy = {k: v for k, v in facts[0].to_json().items() if k != "probes"}  # stored before probes were kept
     assert load({"facts": [legacy]})[0].probes == ()
+    assert load({"facts": [legacy]})[0].recalled is None  # not recorded: the gate asks the previous version only
+    recorded = replace(facts[0], recalled=("Bo's age?",))
+    assert load({"facts": [recorded.to_json()]})[0] == recorded

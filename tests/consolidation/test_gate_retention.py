@@ -1,5 +1,6 @@
 """The gate's retention check on the tiny model: a candidate that lost more earlier facts than allowed (the
-previous version recalled them) is refused, and one that kept them is not refused for that."""
+previous version, or the version that stored them, recalled them) is refused, and one that kept them is not
+refused for that."""
 
 from __future__ import annotations
 
@@ -26,6 +27,18 @@ def test_kept_counts_only_facts_the_previous_version_knew() -> None:
     before = ["It is 4471.", "In Oslo.", "I do not know."]
     after = ["It is 4417.", "Oslo.", "Mira does."]  # the third was never known: gaining it is not retention
     assert kept_counts(before, after, probes, match=0.5) == (2, 1)
+
+
+def test_kept_counts_also_the_facts_the_storing_version_recalled() -> None:
+    # The lineage's budget: a probe the previous version already lost still counts as known when the version
+    # that stored its fact answered it, so losses allowed one sleep at a time cannot add up unseen.
+    probes = [probe("Vault code?", "The vault code is 4471.", "4471"),
+              probe("Where is the vault?", "The vault is in Oslo.", "Oslo")]  # fmt: skip
+    before = ["It is 4417.", "In Oslo."]  # the previous version lost the code
+    after = ["It is 4417.", "Oslo."]
+    assert kept_counts(before, after, probes, match=0.5) == (1, 1)
+    assert kept_counts(before, after, probes, 0.5, [True, False]) == (2, 1)
+    assert kept_counts(["It is 4471.", "In Oslo."], after, probes, 0.5, [True, True]) == (2, 1)  # no double count
 
 
 def test_one_lost_fact_is_allowed_then_the_goal_share() -> None:
@@ -75,6 +88,16 @@ def test_gate_refuses_a_candidate_that_forgot_what_the_previous_version_recalled
     kept = evaluate(served, [], anchors, cfg, previous="previous", before_answers=[], stored=stored)
     assert (kept.stored_known, kept.stored_kept) == (2, 2)
     assert kept.passed, kept.reasons
+
+    # A previous version that had already lost both (each loss allowed in its own sleep) is no excuse: the
+    # version that stored them recalled them, and the lineage may lose one.
+    served = Policy.serving(tiny_model, {"previous": forgot, "candidate": forgot})
+    drifted = evaluate(served, [], anchors, cfg, previous="previous", before_answers=[], stored=stored,
+                       recalled=[True, True])  # fmt: skip
+    assert (drifted.stored_known, drifted.stored_kept) == (2, 0) and not drifted.passed
+    assert [r["at_store"] for r in drifted.earlier] == [True, True]
+    unrecorded = evaluate(served, [], anchors, cfg, previous="previous", before_answers=[], stored=stored)
+    assert unrecorded.stored_known == 0 and unrecorded.passed  # a lineage from before: the previous version only
 
 
 def test_retention_asks_the_held_out_probes_which_replay_never_trains_on(tiny_model: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 from openai import OpenAI
 
+from consolidation.targets import KEYED_TEMPLATES
 from sleepd.registry import AdapterRegistry
 from tests.conftest import ROOT, Server
 
@@ -80,6 +81,10 @@ def test_sleep_cycle_publishes_an_adapter_the_server_serves(server: Server, tmp_
     # Each fact keeps its held-out probes (the later retention check's questions), apart from what it trained on.
     for f in meta.lineage["facts"]:
         assert not {q for q, _ in f["probes"]} & set(f["questions"]), f
+        # And which of its retention probes the published version answered right: later gates' lineage budget.
+        trained = f["questions"][:1] or [KEYED_TEMPLATES[0].format(f["spans"][0])]  # sleep.stored_probes
+        asked = {q for q, _ in f["probes"]} | set(trained)
+        assert isinstance(f["recalled"], list) and set(f["recalled"]) <= asked, f
     assert {"recall_after", "anchor_kl", "base_kl"} <= set(meta.gate)
 
     # The CLI pointed Redis at it; the running server picks it up and serves it.
