@@ -65,6 +65,11 @@ class SleepConfig:
     # both retention seeds): below this many, questions the teacher wrote beyond `asked_per_statement` are held
     # out too. Training keeps the same questions either way.
     min_probes: int = 8
+    # Below `min_probes` even with the spares, the teacher samples this many more questions per span for the
+    # statements short of questions (0: never). Seed 6's first sleep had one probe (the writer's 6 samples found
+    # 1, 1, 3 and 0 usable questions for its 4 statements; 12 more found 6, 3, 5, 1) and was refused 0 -> 0 on
+    # it while the suite's probes read 8/16.
+    asked_retry_samples: int = 12
     stored_replay: int = 64  # earlier sleeps' facts replayed per sleep (the ones the model lost first)
     # How often a stored fact the model still recalls is drawn (a lost one: 1). The ones it still recalls are the
     # ones a same-kind sleep overwrites, so they are rehearsed as much (0.3 lost more: docs/BENCHMARKS.md).
@@ -354,6 +359,10 @@ def prepare(
         policy, found, n + 2, cfg.asked_samples,
         on_chunk=lambda done, total: on_progress(0.05 + 0.2 * done / total, "questions"),
     )  # fmt: skip
+    if probe_count(drawn, n, cfg.heldout_per_statement) < cfg.min_probes and cfg.asked_retry_samples > 0:
+        on_progress(0.2, "questions (more)")
+        drawn = top_up(drawn, n + 2, lambda short: asked_questions(policy, [found[i] for i in short], n + 2,
+                                                                   cfg.asked_retry_samples))  # fmt: skip
     asked = [qs[:n] for qs in drawn]
     held_out = [cfg.heldout_per_statement if len(qs) >= 2 else 0 for qs in asked]
     spares = spare_probes([qs[n:] for qs in drawn], cfg.min_probes - sum(held_out))
@@ -414,6 +423,24 @@ def stored_probes(policy: Policy, kept: list[factstore.StoredFact]) -> list[Targ
     """One closed-book question per stored fact: the first it was trained on (or a keyed one)."""
     asked = [f.questions[0] if f.questions else KEYED_TEMPLATES[0].format(f.spans[0]) for f in kept]
     return [make_target(policy, f.text, (f.statement(),), q, "asked") for f, q in zip(kept, asked, strict=True)]
+
+
+def probe_count(drawn: list[list[Asked]], n: int, held: int) -> int:
+    """Held-out probes `prepare` can have from these questions: `held` per statement with two or more of its
+    first `n`, and every spare beyond them."""
+    return sum(held if len(qs[:n]) >= 2 else 0 for qs in drawn) + sum(len(qs[n:]) for qs in drawn)
+
+
+def top_up(drawn: list[list[Asked]], want: int, ask: Callable[[list[int]], list[list[Asked]]]) -> list[list[Asked]]:
+    """`drawn` with more questions, from `ask` (the statements' indices -> their new questions), for the
+    statements with fewer than `want`: new distinct ones appended after the first draw's, up to `want`."""
+    short = [i for i, qs in enumerate(drawn) if len(qs) < want]
+    out = [list(qs) for qs in drawn]
+    for i, more in zip(short, ask(short) if short else [], strict=True):
+        for a in more:
+            if len(out[i]) < want and a.question.lower() not in {b.question.lower() for b in out[i]}:
+                out[i].append(a)
+    return out
 
 
 def spare_probes(spares: list[list[Asked]], wanted: int) -> list[list[Asked]]:
