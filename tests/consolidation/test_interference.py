@@ -38,13 +38,15 @@ def _stored(policy: Policy) -> list[Target]:
 
 
 def test_the_watch_singles_out_the_stored_fact_a_new_fact_pulls_on(tiny_model: Path) -> None:
-    """A new fact asked almost as a stored one is ("the locker's code" beside "the locker code") is learned beside
-    4 stored facts the model already knows. Every stored fact's loss rises some; the watch draws the one it
-    rises most for (the near-duplicate) most often, and those that rise less than the median as before.
+    """A new fact asked as a stored one is, with another value (a new locker code), is learned beside 4 stored
+    facts the model already knows. Every stored fact's loss rises some; the watch draws the one it rises most
+    for (the one the new fact contradicts) most often, and those that rise less than the median as before.
     (Whether that keeps the default model's earlier facts is measured, not asserted here: docs/BENCHMARKS.md.)"""
     policy = Policy(tiny_model, None, ExpertConfig(rank=4))
-    new = Statement("n", "The locker's code is 4471.", ("4471",), "The locker's code is 4471.")
-    target = make_target(policy, new.text, (new,), "What is the locker's code?", "asked")
+    # A near-duplicate in wording alone ("What is the locker's code?") was not reliably the most pulled on: the
+    # tiny random model's numerics differ between CPUs, and on one the cat's name rose more.
+    new = Statement("n", "The locker code is 4471.", ("4471",), "The locker code is 4471.")
+    target = make_target(policy, new.text, (new,), "What is the locker code?", "asked")
     stored = _stored(policy)
     attach_teacher(policy, [target, *stored])
     # An earlier sleep: the stored facts learned first (the tiny model knows none of them).
@@ -57,7 +59,7 @@ def test_the_watch_singles_out_the_stored_fact_a_new_fact_pulls_on(tiny_model: P
     seed_knowledge(policy, [target], stored, [], cfg, after_step=watch.tick)
     assert watch.measurements == 16
     assert all(r > 0 for r in watch.rises), watch.rises  # the new fact pulls on every stored one some
-    assert watch.rises[0] == max(watch.rises), watch.rises  # and on the near-duplicate most
+    assert watch.rises[0] == max(watch.rises), watch.rises  # and on the one it contradicts most
     weights = [t.weight for t in stored]
     median = sum(sorted(watch.rises)[1:3]) / 2
     assert weights == [boost(r - median, watch.cfg) for r in watch.rises]
