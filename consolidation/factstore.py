@@ -51,7 +51,7 @@ def load(lineage: dict[str, Any]) -> list[StoredFact]:
 
 def retire(stored: list[StoredFact], new: list[Statement]) -> tuple[list[StoredFact], list[StoredFact]]:
     """(kept, retired): stored facts that a new correcting statement shares a span with are retired."""
-    corrections = [{s.lower() for s in st.spans} for st in new if st.corrects]
+    corrections = [st.keys for st in new if st.corrects]
     kept: list[StoredFact] = []
     retired: list[StoredFact] = []
     for fact in stored:

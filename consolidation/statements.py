@@ -11,7 +11,9 @@ becomes units a fresh conversation can use as an answer:
 - questions and bare requests ("Please file them.") are dropped, as are sentences that name nothing;
 - first person becomes second person ("my office" -> "your office"): the assistant states it back to the user;
 - a later unit that corrects an earlier one ("Correction: ... moved to Room B, not Room A") replaces the
-  earlier unit it shares a name with, so the old value is not taught.
+  earlier unit it shares a name with, so the old value is not taught;
+- a value a unit denies ("not Room A", "moved from Room A", "instead of 3390") is not one of its spans: no
+  question is keyed on it and no probe expects it as the answer (it still matches what it corrects).
 
 Each unit carries its *spans*: the names, codes, numbers and dates it states. Questions are keyed on them, in
 both directions (consolidation/targets.py), and an answer is checked by whether it states them
@@ -38,6 +40,10 @@ _REQUEST = re.compile(
 _FRAMING = re.compile(r"^[^.!?]{0,80}:\s*$")  # "Here are the notes from today's meeting:"
 _PRONOUN_START = re.compile(r"^(he|she|it|they|this|that|these|those|his|her|its|their)\b", re.I)
 _CORRECTION = re.compile(r"\b(correction|actually|instead of|no longer|changed to|moved to|update[d]?|not)\b", re.I)
+_DENIED = re.compile(
+    r"\b(?:not|no longer|instead of|rather than|formerly|previously|(?:moved|changed|switched|shifted) from)"
+    r"\s+(?:the\s+|a\s+|an\s+)?$", re.I
+)  # fmt: skip
 _NAMED = re.compile(r"\b(?:called|named|codename[d]?|nicknamed)\s+['\"\u201c]?([A-Za-z0-9][\w-]*)", re.I)
 _MONTHS = ("january february march april may june july august september october november december "
            "jan feb mar apr jun jul aug sep sept oct nov dec").split()  # fmt: skip
@@ -69,6 +75,12 @@ class Statement:
     spans: tuple[str, ...]
     source: str  # the user's own words it came from
     corrects: bool = False  # it corrects something said before
+    denied: tuple[str, ...] = ()  # values it names only to deny ("not Room A"): keys for corrections, no answers
+
+    @property
+    def keys(self) -> set[str]:
+        """Every value it names, stated or denied, lower case: what a correction is matched on."""
+        return {x.lower() for x in (*self.spans, *self.denied)}
 
 
 def to_second_person(text: str) -> str:
@@ -190,8 +202,18 @@ def statements(memory: Memory) -> list[Statement]:
             continue
         for unit in units(message["content"]):
             text = strip_framing(to_second_person(unit))
-            found.append(Statement(memory.session_id, text, spans_of(text), unit, bool(_CORRECTION.search(unit))))
+            named = spans_of(text)
+            denied = tuple(s for s in named if denies(text, s))
+            spans = tuple(s for s in named if s not in denied)
+            found.append(Statement(memory.session_id, text, spans, unit, bool(_CORRECTION.search(unit)), denied))
     return supersede(found)
+
+
+def denies(text: str, span: str) -> bool:
+    """Does the text name `span` only after a negation ("moved to Room B, not Room A")? Then a question whose
+    answer is `span` would teach, and a probe expecting it would score, the value the user took back."""
+    at = [m.start() for m in re.finditer(r"(?<![\w-])" + re.escape(span) + r"(?![\w-])", text, re.I)]
+    return bool(at) and all(_DENIED.search(text[:i]) for i in at)
 
 
 def supersede(found: list[Statement]) -> list[Statement]:
@@ -199,9 +221,7 @@ def supersede(found: list[Statement]) -> list[Statement]:
     not taught once "Correction: the fair moved to Room B, not Room A" was said."""
     keep: list[Statement] = []
     for i, s in enumerate(found):
-        later = found[i + 1 :]
-        keys = {x.lower() for x in s.spans}
-        if any(c.corrects and keys & {x.lower() for x in c.spans} for c in later):
+        if any(c.corrects and s.keys & c.keys for c in found[i + 1 :]):
             continue
         keep.append(s)
     return keep

@@ -18,6 +18,10 @@ def test_a_correction_retires_the_stored_fact_it_shares_a_name_with() -> None:
                     "src", corrects=True)  # fmt: skip
     kept, retired = retire(stored, [fix])
     assert [f.session_id for f in kept] == ["s2"] and [f.session_id for f in retired] == ["s1"]
+    # A correction that names the stored value only to deny it retires it too.
+    moved = Statement("s5", "The fair moved to Room Veldo, not Room Shaxbouth.", ("Room Veldo",), "src",
+                      corrects=True, denied=("Room Shaxbouth",))  # fmt: skip
+    assert [f.session_id for f in retire(stored, [moved])[1]] == ["s1"]
     # A plain (non-correcting) statement about the same thing retires nothing.
     assert retire(stored, [Statement("s4", "The Vargend Hackathon is fun.", ("Vargend Hackathon",), "src")])[1] == []
 

@@ -60,7 +60,23 @@ def test_a_correction_replaces_what_it_corrects() -> None:
     ))  # fmt: skip
     assert [s.text for s in found] == ["The Vargend Hackathon moved to Room Veldo, not Room Shaxbouth."]
     assert found[0].corrects and found[0].source.startswith("Correction:")
+    # The old room is named only to be denied: no question may expect it as the answer, yet it still matches.
+    assert found[0].spans == ("Vargend Hackathon", "Room Veldo") and found[0].denied == ("Room Shaxbouth",)
     assert supersede(list(reversed(found))) == list(reversed(found))  # only a *later* correction replaces
+
+
+def test_a_denied_value_is_not_an_answer_but_still_matches_what_it_corrects() -> None:
+    for said, denied in [
+        ("The Shiltam Fair moved from Room Brivy to Room Niorfyr.", ("Room Brivy",)),
+        ("The locker code is now 4471 instead of 3390.", ("3390",)),
+        ("The fair takes place on August 18, not Tuesday.", ("Tuesday",)),
+        ("Ann Lee, not Bo Stam, chairs the Drex Guild, and Bo Stam keeps the minutes.", ()),  # also stated
+    ]:
+        (st,) = statements(memory(said))
+        assert st.denied == denied and not set(st.spans) & set(denied)
+    # A later correction that names the earlier value only to deny it still replaces the earlier statement.
+    found = statements(memory("The locker code is 3390.", "Ok.", "Correction: it is 4471, not 3390."))
+    assert [(s.text, s.spans) for s in found] == [("It is 4471, not 3390.", ("4471",))]
 
 
 def test_spans_match_whole_words_only() -> None:
