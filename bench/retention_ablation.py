@@ -20,7 +20,6 @@ from pathlib import Path
 from bench.learning import RESULTS, ROOT, records_of, sessions_with_replies
 from bench.retention import log_interference, recall
 from bench.suite import generate
-from consolidation.interference import WatchConfig
 from consolidation.nullspace import NullSpaceConfig
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.sleep import SleepConfig, run_sleep
@@ -48,6 +47,7 @@ def main() -> None:
         help="rehearse more the stored facts whose loss rises (consolidation/interference.py)",
     )
     ap.add_argument("--watch-scale", type=float, help="nats per token of excess rise doubling a weight")
+    ap.add_argument("--watch-tokens", choices=("answer", "spans"), help="the watch's loss: whole answer or spans")
     ap.add_argument("--max-rank", type=int, default=SleepConfig.max_rank, help="compact past this rank")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
@@ -68,8 +68,13 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, stored_known_weight=args.stored_known_weight)
     if not args.watch:
         cfg = dataclasses.replace(cfg, watch=None)
-    elif args.watch_scale is not None:
-        cfg = dataclasses.replace(cfg, watch=WatchConfig(scale=args.watch_scale))
+    elif cfg.watch is not None:
+        watch = cfg.watch
+        if args.watch_scale is not None:
+            watch = dataclasses.replace(watch, scale=args.watch_scale)
+        if args.watch_tokens is not None:
+            watch = dataclasses.replace(watch, tokens=args.watch_tokens)
+        cfg = dataclasses.replace(cfg, watch=watch)
     if args.replay_from is not None:
         cfg = dataclasses.replace(cfg, replay_from=args.replay_from)
     with tempfile.TemporaryDirectory(prefix="sleepd-ablation-") as tmp:

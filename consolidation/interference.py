@@ -13,19 +13,26 @@ target's is drawn more often, its weight times 1 + excess / `scale` (at most `ca
 drift every fact shares, which replay of all of them answers; the excess is what this sleep's new facts do to
 that one. Seeding and Dreaming draw stored targets by weight
 (`seeding.weighted_sample`), so both phases rehearse what is being lost while it is being lost.
+
+What "loss" means is `WatchConfig.tokens`: the mean over the whole stored answer (the default), or over the
+answer's tokens that state its spans (the names, codes, numbers, dates a right answer must state). The second
+is for overwrites of one token of many: seed 6's new "September 10" moved three stored dates to September, one
+token of a dozen in each answer, and none was among the watch's top rises (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import statistics
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
 from consolidation.losses import sequence_logprob
 from consolidation.policy import Policy
-from consolidation.targets import Target
+from consolidation.targets import Target, answer_text
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +43,40 @@ class WatchConfig:
     scale: float = 0.05  # nats per token of rise beyond the median that doubles a target's weight
     cap: float = 16.0  # most a target's weight is multiplied by
     batch: int = 16  # targets per forward pass when measuring
+    tokens: Literal["answer", "spans"] = "answer"  # whose loss is watched: the whole answer's, or its spans'
 
 
 @torch.no_grad()
-def answer_nll(policy: Policy, targets: list[Target], batch: int = 16) -> list[float]:
-    """Each target's mean negative log-likelihood per answer token under the student (no context)."""
+def answer_nll(policy: Policy, targets: list[Target], batch: int = 16, weights: list[list[float]] | None = None
+               ) -> list[float]:  # fmt: skip
+    """Each target's mean negative log-likelihood per answer token under the student (no context); with
+    `weights` (one per answer token), the weighted mean."""
     out: list[float] = []
     for i in range(0, len(targets), batch):
         chunk = targets[i : i + batch]
         logits, mask, toks = policy.completion_logits(
             [t.student_prompt for t in chunk], [t.answer for t in chunk], student=True
         )
+        if weights is not None:
+            for row, w in enumerate(weights[i : i + batch]):
+                mask[row, : len(w)] = torch.tensor(w, dtype=mask.dtype, device=mask.device)
         out += (-sequence_logprob(logits, toks, mask)).tolist()
     return out
+
+
+def span_weights(policy: Policy, target: Target) -> list[float]:
+    """1 for each answer token inside a span the answer must state (`Target.expected`), 0 elsewhere; all 1
+    where the answer states none of them (then the whole answer is the fact)."""
+    text = answer_text(target.statements)
+    enc = policy.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if list(enc["input_ids"]) != target.answer[: len(enc["input_ids"])]:
+        return [1.0] * len(target.answer)  # not the statements' own words: no offsets to go by
+    ranges = [(m.start(), m.end()) for span in target.expected
+              for m in re.finditer(r"(?<![\w-])" + re.escape(span) + r"(?![\w-])", text, re.I)]  # fmt: skip
+    inside = [float(any(a < e and b > s for s, e in ranges)) for a, b in enc["offset_mapping"]]
+    if not any(inside):
+        return [1.0] * len(target.answer)
+    return inside + [0.0] * (len(target.answer) - len(inside))  # the end-of-answer token states nothing
 
 
 @dataclass
@@ -61,13 +89,19 @@ class InterferenceWatch:
     start: list[float] = field(init=False)  # each target's loss when the sleep began
     prior: list[float] = field(init=False)  # the draw weights the store gave
     rises: list[float] = field(init=False)  # the latest measurement's rise per target (nats per token)
+    weights: list[list[float]] | None = field(init=False)  # per answer token (None: all count)
     updates: int = field(init=False, default=0)
     measurements: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.prior = [t.weight for t in self.targets]
-        self.start = answer_nll(self.policy, self.targets, self.cfg.batch) if self.targets else []
+        spans = self.cfg.tokens == "spans"
+        self.weights = [span_weights(self.policy, t) for t in self.targets] if spans else None
+        self.start = self.nll() if self.targets else []
         self.rises = [0.0] * len(self.targets)
+
+    def nll(self) -> list[float]:
+        return answer_nll(self.policy, self.targets, self.cfg.batch, self.weights)
 
     def tick(self) -> None:
         """Called after every optimizer update; measures every `every` updates."""
@@ -76,7 +110,7 @@ class InterferenceWatch:
             self.measure()
 
     def measure(self) -> None:
-        now = answer_nll(self.policy, self.targets, self.cfg.batch)
+        now = self.nll()
         self.rises = [n - s for n, s in zip(now, self.start, strict=True)]
         self.measurements += 1
         typical = statistics.median(self.rises)

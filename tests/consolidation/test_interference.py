@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from consolidation.interference import InterferenceWatch, WatchConfig, answer_nll, boost
+from consolidation.interference import InterferenceWatch, WatchConfig, answer_nll, boost, span_weights
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.seeding import SeedingConfig, seed_knowledge
 from consolidation.statements import Statement
@@ -65,3 +65,31 @@ def test_the_watch_singles_out_the_stored_fact_a_new_fact_pulls_on(tiny_model: P
     assert weights == [boost(r - median, watch.cfg) for r in watch.rises]
     assert weights[0] == max(weights) > 1.0, weights
     assert sorted(weights)[:2] == [1.0, 1.0], weights  # the two below the median are drawn as before
+
+
+def test_span_weights_pick_the_tokens_that_state_the_answer(tiny_model: Path) -> None:
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    text = "The Therthu Festival, with food stalls and a parade, takes place on September 10."
+    st = Statement("s", text, ("Therthu Festival", "September 10"), text)
+    target = make_target(policy, text, (st,), "When is the Therthu Festival?", "asked")
+    weights = span_weights(policy, target)
+    assert len(weights) == len(target.answer) and weights[-1] == 0.0  # end of answer: states nothing
+    picked = [tok for tok, w in zip(target.answer, weights, strict=True) if w]
+    # Only the date: the question already names the festival, so a right answer must state the date.
+    assert policy.tokenizer.decode(picked).replace(" ", "") == "September10"
+    # An answer that states none of its spans weighs every token.
+    bare = Statement("b", "It rained.", ("Oslo",), "It rained.")
+    assert span_weights(policy, make_target(policy, "b", (bare,), "Weather?", "asked")) == [1.0] * len(
+        make_target(policy, "b", (bare,), "Weather?", "asked").answer
+    )
+
+
+def test_the_spans_watch_measures_the_loss_on_the_answer_tokens_only(tiny_model: Path) -> None:
+    """With `tokens="spans"` the watch's loss is the mean over the span tokens: what `answer_nll` gives with
+    those tokens' weights, not the whole answer's mean."""
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    stored = _stored(policy)
+    watch = InterferenceWatch(policy, stored, WatchConfig(tokens="spans"))
+    assert watch.weights is not None
+    assert watch.start == answer_nll(policy, stored, weights=[span_weights(policy, t) for t in stored])
+    assert watch.start != answer_nll(policy, stored)
