@@ -23,7 +23,6 @@ token of a dozen in each answer, and none was among the watch's top rises (docs/
 from __future__ import annotations
 
 import logging
-import re
 import statistics
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,6 +31,7 @@ import torch
 
 from consolidation.losses import sequence_logprob
 from consolidation.policy import Policy
+from consolidation.statements import span_pattern
 from consolidation.targets import Target, answer_text
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,7 @@ def span_weights(policy: Policy, target: Target) -> list[float]:
     enc = policy.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     if list(enc["input_ids"]) != target.answer[: len(enc["input_ids"])]:
         return [1.0] * len(target.answer)  # not the statements' own words: no offsets to go by
-    ranges = [(m.start(), m.end()) for span in target.expected
-              for m in re.finditer(r"(?<![\w-])" + re.escape(span) + r"(?![\w-])", text, re.I)]  # fmt: skip
+    ranges = [m.span() for span in target.expected for m in span_pattern(span).finditer(text)]
     inside = [float(any(a < e and b > s for s, e in ranges)) for a, b in enc["offset_mapping"]]
     if not any(inside):
         return [1.0] * len(target.answer)

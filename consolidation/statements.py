@@ -209,10 +209,15 @@ def statements(memory: Memory) -> list[Statement]:
     return supersede(found)
 
 
+def span_pattern(span: str) -> re.Pattern[str]:
+    """Where a span occurs in a text: whole words, any case ("quokka-3" is not inside "quokka-35")."""
+    return re.compile(r"(?<![\w-])" + re.escape(span) + r"(?![\w-])", re.I)
+
+
 def denies(text: str, span: str) -> bool:
     """Does the text name `span` only after a negation ("moved to Room B, not Room A")? Then a question whose
     answer is `span` would teach, and a probe expecting it would score, the value the user took back."""
-    at = [m.start() for m in re.finditer(r"(?<![\w-])" + re.escape(span) + r"(?![\w-])", text, re.I)]
+    at = [m.start() for m in span_pattern(span).finditer(text)]
     return bool(at) and all(_DENIED.search(text[:i]) for i in at)
 
 

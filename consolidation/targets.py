@@ -31,7 +31,7 @@ import torch
 
 from consolidation.policy import Policy
 from consolidation.questions import answer_prompt, clean_question, statement_prompt
-from consolidation.statements import Statement, states_span
+from consolidation.statements import Statement, span_pattern, states_span
 
 KEYED_TEMPLATES: tuple[str, ...] = (
     "What do you know about {}?",
@@ -153,7 +153,7 @@ def cloze_targets(
 
 
 def _blank(text: str, span: str) -> str:
-    return re.sub(r"(?<![\w-])" + re.escape(span) + r"(?![\w-])", "___", text, count=1, flags=re.I)
+    return span_pattern(span).sub("___", text, count=1)
 
 
 def asked_questions(
