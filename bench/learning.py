@@ -32,6 +32,7 @@ import torch
 
 from bench.suite import Fact, Probe, generate, is_correct
 from consolidation.anchors import TASK_REPLAY
+from consolidation.gate import drift
 from consolidation.losses import sequence_logprob
 from consolidation.nullspace import NullSpaceConfig
 from consolidation.policy import ExpertConfig, Policy
@@ -65,8 +66,9 @@ def sessions_with_replies(base: Path, facts: list[Fact], max_tokens: int = 64) -
 
 
 def cached_sessions(base: Path, facts: list[Fact], seed: int) -> list[list[dict[str, str]]]:
-    """`sessions_with_replies`, kept under bench/results by seed and size (generating them is minutes of CPU)."""
-    cache = RESULTS / f"sessions-s{seed}-n{len(facts)}.json"
+    """`sessions_with_replies`, kept under bench/results by model, seed and size (generating them is minutes of
+    CPU; keyed by model since another model's replies would make other sessions)."""
+    cache = RESULTS / f"sessions-{base.name}-s{seed}-n{len(facts)}.json"
     if cache.exists():
         return json.loads(cache.read_text())  # type: ignore[no-any-return]
     convs = sessions_with_replies(base, facts)
@@ -279,6 +281,10 @@ def main() -> None:
 
         adapters = {"candidate": candidate, **({"published": published} if published else {})}
         evaluator = Policy.serving(base, adapters)
+        if args.method != "sleep":  # a baseline is not gated: its drift, measured as the gate measures a sleep's
+            anchors = [evaluator.chat_ids([{"role": "user", "content": a}]) for a in cfg.anchors]
+            result["anchor_kl"] = round(drift(evaluator, None, "candidate", anchors, cfg.gate.max_new_tokens)[0], 4)
+            print(json.dumps({"anchor_kl": result["anchor_kl"]}), flush=True)
         closed = [evaluator.chat_ids([{"role": "user", "content": p.question}]) for _, p in items]
         opened = [
             evaluator.chat_ids([*convs[facts.index(f)], {"role": "user", "content": p.question}]) for f, p in items
