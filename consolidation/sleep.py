@@ -419,10 +419,16 @@ def record_recall(served: Policy, facts: list[factstore.StoredFact], new: set[st
     return out
 
 
-def stored_probes(policy: Policy, kept: list[factstore.StoredFact]) -> list[Target]:
-    """One closed-book question per stored fact: the first it was trained on (or a keyed one)."""
-    asked = [f.questions[0] if f.questions else KEYED_TEMPLATES[0].format(f.spans[0]) for f in kept]
-    return [make_target(policy, f.text, (f.statement(),), q, "asked") for f, q in zip(kept, asked, strict=True)]
+def stored_probes(policy: Policy, kept: list[factstore.StoredFact]) -> list[Target | None]:
+    """One closed-book question per stored fact: the first it was trained on, else a keyed one on its first span.
+    None for a fact with neither (a statement without names or numbers the teacher wrote no usable question
+    about): nothing to ask it by, and nothing to replay. A SQuAD sleep's gate passed and then storing such a
+    sentence raised IndexError, so the cycle failed and nothing was published."""
+    out: list[Target | None] = []
+    for f in kept:
+        q = f.questions[0] if f.questions else KEYED_TEMPLATES[0].format(f.spans[0]) if f.spans else None
+        out.append(make_target(policy, f.text, (f.statement(),), q, "asked") if q else None)
+    return out
 
 
 def probe_count(drawn: list[list[Asked]], n: int, held: int) -> int:
@@ -455,13 +461,13 @@ def spare_probes(spares: list[list[Asked]], wanted: int) -> list[list[Asked]]:
     return out
 
 
-def retention_probes(policy: Policy, fact: factstore.StoredFact, trained: Target) -> list[Target]:
+def retention_probes(policy: Policy, fact: factstore.StoredFact, trained: Target | None) -> list[Target]:
     """What the gate asks about an earlier fact: its held-out probes (never trained on, in any sleep) and one
     question it was trained on. The trained question alone passed a sleep that cost sleep 1's paraphrased probes
     9 -> 6 of 16 while it kept 3 of 3 (docs/BENCHMARKS.md, "Retention over sequential sleeps")."""
     st = fact.statement()
     probes = [make_target(policy, fact.text, (st,), q, "asked", span) for q, span in fact.probes if strict(span)]
-    return [*probes, trained]
+    return [*probes, *([trained] if trained else [])]
 
 
 def strict(span: str | None) -> bool:
@@ -471,15 +477,17 @@ def strict(span: str | None) -> bool:
     return span is None or not (len(span) == 1 and span.isdigit())
 
 
-def stored_targets(policy: Policy, kept: list[factstore.StoredFact], probe: list[Target], cfg: SleepConfig,
+def stored_targets(policy: Policy, kept: list[factstore.StoredFact], probe: list[Target | None], cfg: SleepConfig,
                    rng: random.Random) -> list[Target]:  # fmt: skip
     """Targets replaying up to `stored_replay` earlier facts: the current model answers each fact's `probe`
-    closed-book first; facts it lost are chosen first (and weigh more if `stored_known_weight` < 1)."""
+    closed-book first; facts it lost are chosen first (and weigh more if `stored_known_weight` < 1). A fact
+    without a probe has no question and no span to replay it by, and is skipped."""
     if not kept or cfg.stored_replay <= 0:
         return []
-    answers = closed_book_answers(policy, probe, student=False, max_new_tokens=cfg.gate.max_new_tokens)
-    lost = [verifier_score(a, p) < cfg.gate.match for a, p in zip(answers, probe, strict=True)]
-    order = sorted(range(len(kept)), key=lambda i: (not lost[i], rng.random()))[: cfg.stored_replay]
+    asked = [(i, p) for i, p in enumerate(probe) if p is not None]
+    answers = closed_book_answers(policy, [p for _, p in asked], student=False, max_new_tokens=cfg.gate.max_new_tokens)
+    lost = {i: verifier_score(a, p) < cfg.gate.match for (i, p), a in zip(asked, answers, strict=True)}
+    order = sorted(lost, key=lambda i: (not lost[i], rng.random()))[: cfg.stored_replay]
     out: list[Target] = []
     for i in order:
         fact, weight = kept[i], 1.0 if lost[i] else cfg.stored_known_weight

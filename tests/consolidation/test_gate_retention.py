@@ -125,3 +125,19 @@ def test_retention_skips_probes_a_lone_digit_would_score(tiny_model: Path) -> No
     assert [t.question for t in asked] == ["What number did the nightly build end as?",
                                            "What happened in the nightly build?",
                                            "What run number did the build finish as?"]  # fmt: skip
+
+
+def test_a_fact_with_no_span_and_no_trained_question_is_skipped_not_fatal(tiny_model: Path) -> None:
+    # A passage sentence with no names or numbers, about which the teacher wrote no usable question: a SQuAD
+    # sleep's gate passed, then storing it raised IndexError and the cycle published nothing.
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    bare = StoredFact("s1", "It was a long and cold winter.", (), "src", (), (("What was the winter like?", None),))
+    keyed = StoredFact("s2", "The vault code is 4471.", ("4471",), "src")
+    trained = stored_probes(policy, [bare, keyed])
+    assert trained[0] is None and trained[1] is not None
+    assert trained[1].question == "What do you know about 4471?"
+    # The gate still asks its held-out probe; there is no trained question to add.
+    assert [t.question for t in retention_probes(policy, bare, trained[0])] == ["What was the winter like?"]
+    replayed = stored_targets(policy, [bare, keyed], trained, SleepConfig(), random.Random(0))
+    assert replayed and {t.statements[0].text for t in replayed} == {keyed.text}
+    assert stored_targets(policy, [bare], [None], SleepConfig(), random.Random(0)) == []
