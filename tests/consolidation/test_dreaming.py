@@ -29,9 +29,9 @@ def test_a_problem_no_attempt_solves_is_taught_along_its_statement(tiny_model: P
     assert problem.expected == ("4471",)
     before = answer_logprob(policy, problem)
 
-    cfg = DreamingConfig(
-        rounds=1, steps_per_round=8, k=2, lr=1e-2, warmup=0, max_new_tokens=6, w_replay=0, new_questions=0
-    )
+    # problems_per_statement None: the full 8 steps for one statement (this tests what a step does)
+    cfg = DreamingConfig(rounds=1, steps_per_round=8, k=2, lr=1e-2, warmup=0, max_new_tokens=6, w_replay=0,
+                         new_questions=0, problems_per_statement=None)  # fmt: skip
     logs = dream(policy, [problem], [], cfg, SeedingConfig(hard=1.0))
 
     # A random tiny model never says "4471": nothing is accepted, the statement is re-taught instead.
@@ -53,9 +53,9 @@ def test_earlier_facts_are_rehearsed_in_every_dreaming_step(tiny_model: Path) ->
     stored = make_target(policy, old.text, (old,), "What is the locker code?", "asked")
     attach_teacher(policy, [problem, stored])
     before = answer_logprob(policy, stored)
-    cfg = DreamingConfig(
-        rounds=1, steps_per_round=8, k=2, lr=1e-2, warmup=0, max_new_tokens=6, w_replay=0, new_questions=0
-    )
+    # problems_per_statement None: the full 8 steps for one statement (this tests what a step does)
+    cfg = DreamingConfig(rounds=1, steps_per_round=8, k=2, lr=1e-2, warmup=0, max_new_tokens=6, w_replay=0,
+                         new_questions=0, problems_per_statement=None)  # fmt: skip
     dream(policy, [problem], [], cfg, SeedingConfig(hard=1.0))
     alone = answer_logprob(policy, stored) - before  # what the same-kind new fact does to it by itself
     policy.reset_expert()
@@ -63,3 +63,12 @@ def test_earlier_facts_are_rehearsed_in_every_dreaming_step(tiny_model: Path) ->
     rehearsed = answer_logprob(policy, stored) - before
     # Mean log-prob per token, in nats: measured 0.56 rehearsed vs 0.24 alone.
     assert rehearsed > max(2 * alone, alone + 0.2), (rehearsed, alone)
+
+
+def test_dreaming_spends_per_statement_what_a_full_round_spends() -> None:
+    cfg = DreamingConfig()  # the shipped defaults: 32 problems and 10 steps a round
+    assert cfg.budget(16) == (32, 10)  # the report seed's 16 statements: the full round, as before
+    assert cfg.budget(40) == (32, 10)  # a dense sleep is capped there
+    assert cfg.budget(4) == (8, 3)  # a 4-fact sleep: 2 problems per statement, steps in proportion (rounded up)
+    assert cfg.budget(1) == (2, 1)
+    assert DreamingConfig(problems_per_statement=None).budget(1) == (32, 10)
