@@ -103,8 +103,9 @@ def dream(
     params = policy.trainable_parameters()
     opt = opt or torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)  # warm_up sets this phase's rate
     open_problems = [p for p in problems if p.expected]
-    # Sized by the sleep's statements at the start, not by those still open: mastering some keeps the budget.
-    per_round, steps = cfg.budget(len({p.key for p in open_problems}))
+    # Sized by the sleep's statements (not its keys, which count spans too), at the start: mastering some of
+    # them does not shrink the later rounds.
+    per_round, steps = cfg.budget(len({st.text for p in open_problems for st in p.statements}))
     logs = []
     taken = 0  # optimizer steps so far (the warm-up spans rounds)
     for rnd in range(1, cfg.rounds + 1):

@@ -72,3 +72,20 @@ def test_dreaming_spends_per_statement_what_a_full_round_spends() -> None:
     assert cfg.budget(4) == (8, 3)  # a 4-fact sleep: 2 problems per statement, steps in proportion (rounded up)
     assert cfg.budget(1) == (2, 1)
     assert DreamingConfig(problems_per_statement=None).budget(1) == (32, 10)
+
+
+def test_a_round_poses_problems_per_statement_not_per_key(tiny_model: Path) -> None:
+    # One statement with two spans: keyed questions on each span (keys "4471", "9130") and one asked about it.
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    text = "The vault code is 4471 and the door code is 9130."
+    fact = Statement("s1", text, ("4471", "9130"), text)
+    problems = [
+        make_target(policy, "4471", (fact,), "What do you know about 4471?", "keyed"),
+        make_target(policy, "9130", (fact,), "What do you know about 9130?", "keyed"),
+        make_target(policy, fact.text, (fact,), "What are the vault and door codes?", "asked"),
+    ]
+    attach_teacher(policy, problems)
+    assert all(p.expected for p in problems)  # all three open: by key, 2 per key would pose all 3
+    cfg = DreamingConfig(rounds=1, k=2, max_new_tokens=6, w_replay=0, new_questions=0)
+    logs = dream(policy, problems, [], cfg, SeedingConfig())
+    assert logs[0].problems == 2  # 2 per statement: 3 keys would have given 3 (all of them)
