@@ -9,13 +9,11 @@ taught again along their statement by the teacher (the distillation loss of Seed
 step, and so do earlier sleeps' stored facts (as in Seeding; otherwise Dreaming's steps would train on this
 sleep's facts alone). The curriculum moves toward what the student still gets wrong: mastered problems are
 dropped, and for each statement with a failed problem the teacher writes a fresh question about it.
-Rounds stop at the budget, when nothing is left open, or when the drift budget is spent. A round poses 2 problems
-per statement (up to 32) and takes steps in proportion, so a small sleep pays for what it has to learn.
+Rounds stop at the budget, when nothing is left open, or when the drift budget is spent.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable
@@ -43,11 +41,6 @@ class DreamingConfig:
     rounds: int = 2
     steps_per_round: int = 10
     problems_per_round: int = 32  # open problems attempted per round, spread over statements (sampling is the cost)
-    # A sleep with fewer statements than `problems_per_round / problems_per_statement` poses fewer problems and
-    # takes proportionally fewer steps, so every statement gets the rehearsal the report seed's 16 get (2 problems
-    # each, 32 a round, 10 steps). A fixed 32 and 10 made Dreaming a 4-fact sleep's largest cost
-    # (docs/BENCHMARKS.md, "Where a sleep's time goes"). None: always the full round.
-    problems_per_statement: int | None = 2
     batch: int = 4  # accepted attempts per step (and as many failed problems, re-taught)
     k: int = 4
     accept: float = 0.5  # share of the expected specifics an attempt must state
@@ -62,13 +55,6 @@ class DreamingConfig:
     max_new_tokens: int = 40
     w_replay: float = 1.0
     seed: int = 0
-
-    def budget(self, statements: int) -> tuple[int, int]:
-        """Problems posed and optimizer steps taken per round, for a sleep over this many statements."""
-        if self.problems_per_statement is None:
-            return self.problems_per_round, self.steps_per_round
-        problems = max(1, min(self.problems_per_round, self.problems_per_statement * statements))
-        return problems, max(1, math.ceil(self.steps_per_round * problems / self.problems_per_round))
 
 
 @dataclass
@@ -103,16 +89,13 @@ def dream(
     params = policy.trainable_parameters()
     opt = opt or torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)  # warm_up sets this phase's rate
     open_problems = [p for p in problems if p.expected]
-    # Sized by the sleep's statements (not its keys, which count spans too), at the start: mastering some of
-    # them does not shrink the later rounds.
-    per_round, steps = cfg.budget(len({st.text for p in open_problems for st in p.statements}))
     logs = []
     taken = 0  # optimizer steps so far (the warm-up spans rounds)
     for rnd in range(1, cfg.rounds + 1):
         if not open_problems or (guard and guard.spent):
             break
         start = time.perf_counter()
-        posed = balanced_sample(rng, open_problems, lambda p: p.key, per_round)
+        posed = balanced_sample(rng, open_problems, lambda p: p.key, cfg.problems_per_round)
         attempts = policy.generate(
             [p.student_prompt for p in posed], student=True, n=cfg.k,
             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
@@ -127,9 +110,9 @@ def dream(
             accepted += [(p, a) for a in passed]
             if not passed:
                 failed.append(p)
-        for _ in range(steps if accepted or failed else 0):
+        for _ in range(cfg.steps_per_round if accepted or failed else 0):
             taken += 1
-            warm_up(opt, cfg.lr, taken, min(cfg.warmup, cfg.rounds * steps // 4))
+            warm_up(opt, cfg.lr, taken, min(cfg.warmup, cfg.rounds * cfg.steps_per_round // 4))
             loss = torch.zeros(())
             good = balanced_sample(rng, accepted, lambda pa: pa[0].key, cfg.batch)
             if good:

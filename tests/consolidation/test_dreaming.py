@@ -29,9 +29,9 @@ def test_a_problem_no_attempt_solves_is_taught_along_its_statement(tiny_model: P
     assert problem.expected == ("4471",)
     before = answer_logprob(policy, problem)
 
-    # problems_per_statement None: the full 8 steps for one statement (this tests what a step does)
-    cfg = DreamingConfig(rounds=1, steps_per_round=8, k=2, lr=1e-2, warmup=0, max_new_tokens=6, w_replay=0,
-                         new_questions=0, problems_per_statement=None)  # fmt: skip
+    cfg = DreamingConfig(
+        rounds=1, steps_per_round=8, k=2, lr=1e-2, warmup=0, max_new_tokens=6, w_replay=0, new_questions=0
+    )
     logs = dream(policy, [problem], [], cfg, SeedingConfig(hard=1.0))
 
     # A random tiny model never says "4471": nothing is accepted, the statement is re-taught instead.
@@ -53,9 +53,9 @@ def test_earlier_facts_are_rehearsed_in_every_dreaming_step(tiny_model: Path) ->
     stored = make_target(policy, old.text, (old,), "What is the locker code?", "asked")
     attach_teacher(policy, [problem, stored])
     before = answer_logprob(policy, stored)
-    # problems_per_statement None: the full 8 steps for one statement (this tests what a step does)
-    cfg = DreamingConfig(rounds=1, steps_per_round=8, k=2, lr=1e-2, warmup=0, max_new_tokens=6, w_replay=0,
-                         new_questions=0, problems_per_statement=None)  # fmt: skip
+    cfg = DreamingConfig(
+        rounds=1, steps_per_round=8, k=2, lr=1e-2, warmup=0, max_new_tokens=6, w_replay=0, new_questions=0
+    )
     dream(policy, [problem], [], cfg, SeedingConfig(hard=1.0))
     alone = answer_logprob(policy, stored) - before  # what the same-kind new fact does to it by itself
     policy.reset_expert()
@@ -63,29 +63,3 @@ def test_earlier_facts_are_rehearsed_in_every_dreaming_step(tiny_model: Path) ->
     rehearsed = answer_logprob(policy, stored) - before
     # Mean log-prob per token, in nats: measured 0.56 rehearsed vs 0.24 alone.
     assert rehearsed > max(2 * alone, alone + 0.2), (rehearsed, alone)
-
-
-def test_dreaming_spends_per_statement_what_a_full_round_spends() -> None:
-    cfg = DreamingConfig()  # the shipped defaults: 32 problems and 10 steps a round
-    assert cfg.budget(16) == (32, 10)  # the report seed's 16 statements: the full round, as before
-    assert cfg.budget(40) == (32, 10)  # a dense sleep is capped there
-    assert cfg.budget(4) == (8, 3)  # a 4-fact sleep: 2 problems per statement, steps in proportion (rounded up)
-    assert cfg.budget(1) == (2, 1)
-    assert DreamingConfig(problems_per_statement=None).budget(1) == (32, 10)
-
-
-def test_a_round_poses_problems_per_statement_not_per_key(tiny_model: Path) -> None:
-    # One statement with two spans: keyed questions on each span (keys "4471", "9130") and one asked about it.
-    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
-    text = "The vault code is 4471 and the door code is 9130."
-    fact = Statement("s1", text, ("4471", "9130"), text)
-    problems = [
-        make_target(policy, "4471", (fact,), "What do you know about 4471?", "keyed"),
-        make_target(policy, "9130", (fact,), "What do you know about 9130?", "keyed"),
-        make_target(policy, fact.text, (fact,), "What are the vault and door codes?", "asked"),
-    ]
-    attach_teacher(policy, problems)
-    assert all(p.expected for p in problems)  # all three open: by key, 2 per key would pose all 3
-    cfg = DreamingConfig(rounds=1, k=2, max_new_tokens=6, w_replay=0, new_questions=0)
-    logs = dream(policy, problems, [], cfg, SeedingConfig())
-    assert logs[0].problems == 2  # 2 per statement: 3 keys would have given 3 (all of them)
