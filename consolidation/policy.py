@@ -14,7 +14,7 @@ The new expert starts at B = 0, so the student starts as the teacher without con
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,16 +172,31 @@ class Policy:
             kwargs.update(do_sample=True, temperature=temperature, top_p=1.0)
         else:
             kwargs.update(do_sample=False)
-        if student:
+        with nullcontext() if student else self.teacher():
+            if n > 1 and width > 1:
+                kwargs.update(self._shared_prefill(ids, attn, n))
             out = self.model.generate(**kwargs)
-        else:
-            with self.teacher():
-                out = self.model.generate(**kwargs)
         completions = []
         for row in out[:, width:].tolist():
             cut = next((i for i, t in enumerate(row) if t in self.eos_ids), len(row))
             completions.append(row[:cut] + ([self.tokenizer.eos_token_id] if cut < len(row) else []))
         return completions
+
+    @torch.no_grad()
+    def _shared_prefill(self, ids: torch.Tensor, attn: torch.Tensor, n: int) -> dict[str, object]:
+        """generate's inputs for n samples per row with each prompt read once: the prompt (all but its last token)
+        goes through the model per row, and its cache is copied n times. HF's `num_return_sequences` copies the
+        rows first and reads each prompt n times; question writing's few-shot prompts are ~400 tokens for 32
+        new ones, so that prefill was most of its cost (docs/BENCHMARKS.md, "Where a sleep's time goes")."""
+        positions = (attn.cumsum(-1) - 1).clamp_min(0)
+        cache = self.model(
+            input_ids=ids[:, :-1], attention_mask=attn[:, :-1], position_ids=positions[:, :-1], use_cache=True
+        ).past_key_values
+        cache.batch_repeat_interleave(n)
+        return {
+            "input_ids": ids.repeat_interleave(n, 0), "attention_mask": attn.repeat_interleave(n, 0),
+            "past_key_values": cache, "num_return_sequences": 1,
+        }  # fmt: skip
 
     def completion_logits(
         self, prompts: list[list[int]], completions: list[list[int]], *, student: bool

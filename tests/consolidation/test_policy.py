@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from consolidation.policy import ExpertConfig, Policy
 
 
@@ -30,3 +32,24 @@ def test_long_sampling_calls_report_progress_per_chunk(tiny_model: Path) -> None
     seen: list[tuple[int, int]] = []
     policy.generate(prompts, student=False, n=2, max_new_tokens=2, on_chunk=lambda d, t: seen.append((d, t)))
     assert seen == [(2, 5), (4, 5), (5, 5)]
+
+
+def test_sampling_reads_each_prompt_once_and_samples_as_hf_would(tiny_model: Path, monkeypatch) -> None:  # noqa: ANN001
+    """n samples per prompt come from one prefill per prompt whose cache is copied n times; the samples are
+    the ones HF's own `num_return_sequences` (every prompt read n times) draws from the same seed."""
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    torch.manual_seed(1)
+    for p in policy.trainable_parameters():  # a nonzero expert: the student's path differs from the teacher's
+        torch.nn.init.normal_(p, std=0.05)
+    questions = ["Hi", "What is the capital of a country far away from here?", "Why?", "Name three colours, please."]
+    prompts = [policy.chat_ids([{"role": "user", "content": q}]) for q in questions]
+    policy.max_rows = 6  # several chunks, rows of different lengths left-padded in each
+
+    def sample(student: bool) -> list[list[int]]:
+        torch.manual_seed(0)
+        return policy.generate(prompts, student=student, n=3, temperature=0.9, max_new_tokens=8)
+
+    shared = {s: sample(s) for s in (True, False)}
+    assert shared[True] != shared[False]
+    monkeypatch.setattr(Policy, "_shared_prefill", lambda self, ids, attn, n: {})  # HF's path: no shared cache
+    assert {s: sample(s) for s in (True, False)} == shared
