@@ -1,0 +1,98 @@
+"""Where a sleep's wall time goes, piece by piece (question writing, the top-up, the projector, the gate, ...).
+
+One sleep over the procedural suite's sessions (bench/suite.py, the served model's own replies, cached as
+bench/learning.py caches them), through `consolidation.run_sleep`, with each of the sleep module's pieces
+wrapped in a timer. A piece that calls another counts it too (the top-up holds its own question writing).
+`--plain-prefill` samples as HF does by itself (each prompt read once per sample), the side-by-side baseline
+for `Policy._shared_prefill`. Few Seeding steps and no Dreaming by default: what is left is the work that
+does not train.
+
+    .venv/bin/python -m bench.sleep_profile --seed 0 --facts 4 --threads 2
+    .venv/bin/python -m bench.sleep_profile --seed 0 --facts 4 --threads 2 --plain-prefill
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.learning import ROOT, cached_sessions, records_of
+from bench.suite import generate
+from consolidation import sleep
+from consolidation.dreaming import DreamingConfig
+from consolidation.policy import Policy
+from consolidation.seeding import SeedingConfig
+from sleepd.models import resolve_model
+from sleepd.registry import BASE, AdapterRegistry
+
+PIECES = (
+    "asked_questions", "top_up", "keyed_targets", "cloze_targets", "attach_teacher", "replay_targets",
+    "generic_projector", "closed_book_answers", "evaluate", "package", "record_recall", "seed_knowledge", "dream",
+)  # fmt: skip
+
+
+def timed(spent: dict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[name] += time.perf_counter() - start
+
+    return wrapper
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--facts", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=2, help="Seeding steps (the default budget: 0)")
+    ap.add_argument("--dream-rounds", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--plain-prefill", action="store_true", help="sample as HF does: every prompt read n times")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.plain_prefill:
+        setattr(Policy, "_shared_prefill", lambda self, ids, attn, n: {})  # noqa: B010 - the baseline path
+    spent: dict[str, float] = defaultdict(float)
+    for name in PIECES:
+        setattr(sleep, name, timed(spent, name, getattr(sleep, name)))
+
+    base = Path(resolve_model(args.model, ROOT / "data" / "models"))
+    facts = generate(args.seed, args.facts)
+    records = records_of(cached_sessions(base, facts, args.seed), f"s{args.seed}")
+    cfg = sleep.SleepConfig(
+        seeding=SeedingConfig(steps=args.steps or None),
+        dreaming=DreamingConfig(rounds=args.dream_rounds),
+        threads=args.threads,
+    )
+    with tempfile.TemporaryDirectory(prefix="sleepd-profile-") as tmp:
+        start = time.perf_counter()
+        report = sleep.run_sleep(base, records, AdapterRegistry(Path(tmp)), BASE, cfg)
+        total = time.perf_counter() - start
+    result = {
+        "config": {k: str(v) for k, v in vars(args).items()},
+        "total_s": round(total, 1),
+        "phases_s": {k: round(v, 1) for k, v in report.timings_s.items()},
+        "pieces_s": {k: round(v, 1) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])},
+        "session_tokens": report.session_tokens,
+        "statements": report.statements,
+        "targets": report.targets,
+    }
+    print(json.dumps(result, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
