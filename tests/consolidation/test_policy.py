@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from consolidation.policy import ExpertConfig, Policy
@@ -34,7 +35,9 @@ def test_long_sampling_calls_report_progress_per_chunk(tiny_model: Path) -> None
     assert seen == [(2, 5), (4, 5), (5, 5)]
 
 
-def test_sampling_reads_each_prompt_once_and_samples_as_hf_would(tiny_model: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_sampling_reads_each_prompt_once_and_samples_as_hf_would(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """n samples per prompt come from one prefill per prompt whose cache is copied n times; the samples are
     the ones HF's own `num_return_sequences` (every prompt read n times) draws from the same seed."""
     policy = Policy(tiny_model, None, ExpertConfig(rank=4))
