@@ -205,24 +205,41 @@ class Policy:
         (B, T), completions right-padded to the longest. Gradients flow when called under grad with student.
 
         Rows are left-padded so every completion ends in the same columns; only the last T+1 positions go
-        through the LM head (`logits_to_keep`), which keeps long teacher contexts cheap."""
+        through the LM head (`logits_to_keep`), which keeps long teacher contexts cheap. The tokens every
+        prompt starts with (the chat template's system turn: a third of a training row's tokens) go through
+        the model once, and each row continues from that one cache (`_shared_prefix`)."""
         self.model.train(student)
         pad = self.tokenizer.pad_token_id
         t = max(1, max(len(c) for c in completions))
         tail = [c + [pad] * (t - len(c)) for c in completions]
-        rows = [p + c for p, c in zip(prompts, tail, strict=True)]
+        shared = self._shared_prefix(prompts)
+        rows = [p[len(shared) :] + c for p, c in zip(prompts, tail, strict=True)]
         width = max(len(r) for r in rows)
         ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
         attn = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-        positions = (attn.cumsum(-1) - 1).clamp_min(0)
-        kwargs = dict(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t + 1)
-        if student:
-            logits = self.model(**kwargs).logits[:, :-1]
-        else:
-            with self.teacher(), torch.no_grad():
-                logits = self.model(**kwargs).logits[:, :-1]
+        positions = len(shared) + (attn.cumsum(-1) - 1).clamp_min(0)
+        with nullcontext() if student else self.teacher(), nullcontext() if student else torch.no_grad():
+            kwargs: dict[str, object] = dict(input_ids=ids, position_ids=positions, logits_to_keep=t + 1)
+            if shared:  # the prefix's cache (with its gradient), copied to every row; pads sit after it
+                prefix = torch.tensor([shared], device=self.device)
+                kv = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+                kv.batch_repeat_interleave(len(rows))
+                attn = torch.cat([torch.ones(len(rows), len(shared), dtype=attn.dtype, device=self.device), attn], 1)
+                kwargs.update(past_key_values=kv)
+            logits = self.model(attention_mask=attn, **kwargs).logits[:, :-1]
         mask = torch.tensor([[1.0] * len(c) + [0.0] * (t - len(c)) for c in completions], device=self.device)
         return logits, mask, torch.tensor(tail, device=self.device)
+
+    min_shared_prefix = 8  # tokens: below this a second forward pass costs more than it saves
+
+    def _shared_prefix(self, prompts: list[list[int]]) -> list[int]:
+        """The tokens all prompts start with, less each prompt's last token (its logit predicts the completion's
+        first token, so it must be in every row); empty for one prompt or a short common start."""
+        if len(prompts) < 2:
+            return []
+        first, n = prompts[0], min(len(p) for p in prompts) - 1
+        common = next((i for i in range(n) if any(p[i] != first[i] for p in prompts)), max(n, 0))
+        return first[:common] if common >= self.min_shared_prefix else []
 
     def reset_expert(self, seed: int = 0) -> None:
         """Start the new expert over (B = 0 again): benchmarks compare methods from the same starting point."""
