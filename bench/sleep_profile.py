@@ -3,12 +3,12 @@
 One sleep over the procedural suite's sessions (bench/suite.py, the served model's own replies, cached as
 bench/learning.py caches them), through `consolidation.run_sleep`, with each of the sleep module's pieces
 wrapped in a timer. A piece that calls another counts it too (the top-up holds its own question writing).
-`--plain-prefill` samples as HF does by itself (each prompt read once per sample), the side-by-side baseline
-for `Policy._shared_prefill`. Few Seeding steps and no Dreaming by default: what is left is the work that
-does not train.
+`--hf-generate` samples with HF's `generate` (each prompt read once per sample, finished rows decoded until
+the chunk's longest ends), the side-by-side baseline for `Policy._generate_chunk`. Few Seeding steps and no
+Dreaming by default: what is left is the work that does not train.
 
     .venv/bin/python -m bench.sleep_profile --seed 0 --facts 4 --threads 2
-    .venv/bin/python -m bench.sleep_profile --seed 0 --facts 4 --threads 2 --plain-prefill
+    .venv/bin/python -m bench.sleep_profile --seed 0 --facts 4 --threads 2 --hf-generate
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,31 @@ def timed(spent: dict[str, float], name: str, fn: Callable[..., Any]) -> Callabl
     return wrapper
 
 
+@torch.no_grad()
+def hf_generate_chunk(
+    self: Policy, prompts: list[list[int]], student: bool, n: int, max_new_tokens: int, temperature: float
+) -> list[list[int]]:
+    """The baseline: `Policy._generate_chunk` done by HF's `generate` (its default top-k 50 when sampling)."""
+    self.model.eval()
+    if temperature <= 0 and n > 1:  # HF refuses num_return_sequences > 1 for greedy: repeat the rows
+        prompts, n = [p for p in prompts for _ in range(n)], 1
+    width = max(len(p) for p in prompts)
+    pad = self.tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+    attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+    sampling = dict(do_sample=True, temperature=temperature, top_p=1.0) if temperature > 0 else dict(do_sample=False)
+    with nullcontext() if student else self.teacher():
+        out = self.model.generate(
+            input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens, num_return_sequences=n,
+            pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, **sampling,
+        )  # fmt: skip
+    completions = []
+    for row in out[:, width:].tolist():
+        cut = next((i for i, t in enumerate(row) if t in self.eos_ids), len(row))
+        completions.append(row[:cut] + ([self.tokenizer.eos_token_id] if cut < len(row) else []))
+    return completions
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
@@ -58,12 +84,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2, help="Seeding steps (the default budget: 0)")
     ap.add_argument("--dream-rounds", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--plain-prefill", action="store_true", help="sample as HF does: every prompt read n times")
+    ap.add_argument("--hf-generate", action="store_true", help="sample with HF's generate (the baseline)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.plain_prefill:
-        setattr(Policy, "_shared_prefill", lambda self, ids, attn, n: {})  # noqa: B010 - the baseline path
+    if args.hf_generate:
+        setattr(Policy, "_generate_chunk", hf_generate_chunk)  # noqa: B010 - the baseline path
     spent: dict[str, float] = defaultdict(float)
     for name in PIECES:
         setattr(sleep, name, timed(spent, name, getattr(sleep, name)))

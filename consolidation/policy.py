@@ -157,46 +157,56 @@ class Policy:
     def _generate_chunk(
         self, prompts: list[list[int]], student: bool, n: int, max_new_tokens: int, temperature: float
     ) -> list[list[int]]:
+        """n completions per prompt. Each prompt is read once and its cache copied n times (HF's
+        `num_return_sequences` reads every copy: question writing's few-shot prompts are ~400 tokens for 32 new
+        ones). Decoding drops a row as soon as it ends its turn: HF's `generate` computes finished rows until
+        the chunk's longest one ends, and a sleep's samples end at half to 0.85 of the limit. Sampling draws
+        from the tempered top-50 (HF's default `top_k`, what these samples were drawn with before), without
+        HF's random number per vocabulary entry (13% of its decode time here). docs/BENCHMARKS.md, "Where a
+        sleep's time goes"."""
         self.model.eval()
-        if temperature <= 0 and n > 1:  # HF refuses num_return_sequences > 1 for greedy: repeat the rows
-            prompts, n = [p for p in prompts for _ in range(n)], 1
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        kwargs = dict(
-            input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens, num_return_sequences=n,
-            pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id,
-        )  # fmt: skip
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=1.0)
-        else:
-            kwargs.update(do_sample=False)
-        with nullcontext() if student else self.teacher():
-            if n > 1 and width > 1:
-                kwargs.update(self._shared_prefill(ids, attn, n))
-            out = self.model.generate(**kwargs)
-        completions = []
-        for row in out[:, width:].tolist():
-            cut = next((i for i, t in enumerate(row) if t in self.eos_ids), len(row))
-            completions.append(row[:cut] + ([self.tokenizer.eos_token_id] if cut < len(row) else []))
-        return completions
-
-    @torch.no_grad()
-    def _shared_prefill(self, ids: torch.Tensor, attn: torch.Tensor, n: int) -> dict[str, object]:
-        """generate's inputs for n samples per row with each prompt read once: the prompt (all but its last token)
-        goes through the model per row, and its cache is copied n times. HF's `num_return_sequences` copies the
-        rows first and reads each prompt n times; question writing's few-shot prompts are ~400 tokens for 32
-        new ones, so that prefill was most of its cost (docs/BENCHMARKS.md, "Where a sleep's time goes")."""
         positions = (attn.cumsum(-1) - 1).clamp_min(0)
-        cache = self.model(
-            input_ids=ids[:, :-1], attention_mask=attn[:, :-1], position_ids=positions[:, :-1], use_cache=True
-        ).past_key_values
-        cache.batch_repeat_interleave(n)
-        return {
-            "input_ids": ids.repeat_interleave(n, 0), "attention_mask": attn.repeat_interleave(n, 0),
-            "past_key_values": cache, "num_return_sequences": 1,
-        }  # fmt: skip
+        eos = torch.tensor(sorted(self.eos_ids), device=self.device)
+        rows: list[list[int]] = [[] for _ in range(len(prompts) * n)]
+        with torch.no_grad(), nullcontext() if student else self.teacher():
+            out = self.model(
+                input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, logits_to_keep=1
+            )  # fmt: skip
+            cache, logits = out.past_key_values, out.logits[:, -1].repeat_interleave(n, 0)
+            cache.batch_repeat_interleave(n)
+            attn, position = attn.repeat_interleave(n, 0), positions[:, -1].repeat_interleave(n, 0) + 1
+            alive = torch.arange(len(rows), device=self.device)
+            for step in range(max_new_tokens):
+                tokens = self._pick(logits, temperature)
+                ended = torch.isin(tokens, eos)
+                for i, token, end in zip(alive.tolist(), tokens.tolist(), ended.tolist(), strict=True):
+                    rows[i].append(self.tokenizer.eos_token_id if end else token)
+                if step + 1 == max_new_tokens or bool(ended.all()):
+                    break
+                if bool(ended.any()):
+                    keep = (~ended).nonzero().squeeze(1)
+                    cache.batch_select_indices(keep)
+                    alive, tokens, attn, position = alive[keep], tokens[keep], attn[keep], position[keep]
+                attn = torch.cat([attn, attn.new_ones(len(alive), 1)], 1)
+                logits = self.model(
+                    input_ids=tokens[:, None], attention_mask=attn, position_ids=position[:, None],
+                    past_key_values=cache, use_cache=True,
+                ).logits[:, -1]  # fmt: skip
+                position = position + 1
+        return rows
+
+    top_k = 50  # sampling keeps the k likeliest tokens (HF's default, which every measured sleep sampled with)
+
+    def _pick(self, logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Next tokens: greedy, or a draw from softmax(top-k logits / temperature)."""
+        if temperature <= 0:
+            return logits.argmax(-1)
+        values, indices = (logits.float() / temperature).topk(min(self.top_k, logits.shape[-1]), -1)
+        return indices.gather(-1, torch.multinomial(values.softmax(-1), 1)).squeeze(-1)
 
     def completion_logits(
         self, prompts: list[list[int]], completions: list[list[int]], *, student: bool

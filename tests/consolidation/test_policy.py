@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
-import pytest
 import torch
 
 from consolidation.policy import ExpertConfig, Policy
@@ -35,27 +35,48 @@ def test_long_sampling_calls_report_progress_per_chunk(tiny_model: Path) -> None
     assert seen == [(2, 5), (4, 5), (5, 5)]
 
 
-def test_sampling_reads_each_prompt_once_and_samples_as_hf_would(
-    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """n samples per prompt come from one prefill per prompt whose cache is copied n times; the samples are
-    the ones HF's own `num_return_sequences` (every prompt read n times) draws from the same seed."""
+def test_greedy_decoding_gives_hf_generate_s_completions(tiny_model: Path) -> None:
+    """The decoding loop (each prompt read once, finished rows dropped) must complete as HF's `generate` does,
+    for the student (with a nonzero expert) and the teacher, rows of different lengths ending at different
+    steps in one chunk."""
     policy = Policy(tiny_model, None, ExpertConfig(rank=4))
     torch.manual_seed(1)
-    for p in policy.trainable_parameters():  # a nonzero expert: the student's path differs from the teacher's
-        torch.nn.init.normal_(p, std=0.05)
+    for p in policy.trainable_parameters():
+        torch.nn.init.normal_(p, std=0.5)  # a strong expert: varied student completions
     questions = ["Hi", "What is the capital of a country far away from here?", "Why?", "Name three colours, please."]
     prompts = [policy.chat_ids([{"role": "user", "content": q}]) for q in questions]
-    policy.max_rows = 6  # several chunks, rows of different lengths left-padded in each
+    eos = policy.tokenizer.eos_token_id
+    # The tiny model never ends a turn by itself: a token the last row emits early ends turns too, so rows end
+    # at different steps (and a dropped row must not disturb the others).
+    policy.eos_ids = policy.eos_ids | {policy.generate(prompts[-1:], student=True, max_new_tokens=3)[0][2]}
+    for student in (True, False):
+        ours = policy.generate(prompts, student=student, n=2, max_new_tokens=12)
+        for i, prompt in enumerate(prompts):
+            with torch.no_grad(), nullcontext() if student else policy.teacher():
+                row = policy.model.generate(
+                    input_ids=torch.tensor([prompt]), max_new_tokens=12, do_sample=False, pad_token_id=eos
+                )[0, len(prompt) :].tolist()  # fmt: skip
+            cut = next((j for j, t in enumerate(row) if t in policy.eos_ids), len(row))
+            assert ours[2 * i] == ours[2 * i + 1] == row[:cut] + ([eos] if cut < len(row) else [])
+    lengths = {len(c) for c in policy.generate(prompts, student=True, max_new_tokens=12)}
+    assert len(lengths) > 1, "the rows must end at different steps for this test to mean anything"
 
-    def sample(student: bool) -> list[list[int]]:
-        torch.manual_seed(0)
-        return policy.generate(prompts, student=student, n=3, temperature=0.9, max_new_tokens=8)
 
-    shared = {s: sample(s) for s in (True, False)}
-    assert shared[True] != shared[False]
-    monkeypatch.setattr(Policy, "_shared_prefill", lambda self, ids, attn, n: {})  # HF's path: no shared cache
-    assert {s: sample(s) for s in (True, False)} == shared
+def test_sampling_draws_from_the_tempered_top_k(tiny_model: Path) -> None:
+    """A sampled token follows softmax(top-k logits / temperature): no token outside the top k, and the top
+    k's frequencies match their probabilities (4,000 draws: 4 standard errors is under 0.035)."""
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    policy.top_k = 5
+    prompt = policy.chat_ids([{"role": "user", "content": "Name three colours, please."}])
+    with torch.no_grad():
+        logits = policy.completion_logits([prompt], [[0]], student=True)[0][0, 0]
+    values, indices = (logits / 0.7).topk(5)
+    expected = dict(zip(indices.tolist(), values.softmax(-1).tolist(), strict=True))
+    torch.manual_seed(0)
+    draws = [row[0] for row in policy.generate([prompt], student=True, n=4000, temperature=0.7, max_new_tokens=1)]
+    assert set(draws) <= set(expected)
+    for token, p in expected.items():
+        assert abs(draws.count(token) / len(draws) - p) < 0.035, (token, p)
 
 
 def test_scoring_reads_the_shared_prompt_start_once_with_the_same_logits_and_gradients(tiny_model: Path) -> None:
