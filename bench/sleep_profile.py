@@ -4,11 +4,14 @@ One sleep over the procedural suite's sessions (bench/suite.py, the served model
 bench/learning.py caches them), through `consolidation.run_sleep`, with each of the sleep module's pieces
 wrapped in a timer. A piece that calls another counts it too (the top-up holds its own question writing).
 `--hf-generate` samples with HF's `generate` (each prompt read once per sample, finished rows decoded until
-the chunk's longest ends), the side-by-side baseline for `Policy._generate_chunk`. Few Seeding steps and no
-Dreaming by default: what is left is the work that does not train.
+the chunk's longest ends), the side-by-side baseline for `Policy._generate_chunk`; `--whole-rows` scores every
+row whole, the baseline for the shared prompt start of `Policy.completion_logits`. `--calls` also times the
+model's work inside each piece (sampling, scoring, backward). Few Seeding steps and no Dreaming by default:
+what is left is the work that does not train; `--steps 0 --dream-rounds 2` runs the whole sleep.
 
     .venv/bin/python -m bench.sleep_profile --seed 0 --facts 4 --threads 2
     .venv/bin/python -m bench.sleep_profile --seed 0 --facts 4 --threads 2 --hf-generate
+    .venv/bin/python -m bench.sleep_profile --seed 0 --facts 4 --threads 2 --steps 0 --dream-rounds 2 --calls
 """
 
 from __future__ import annotations
@@ -40,15 +43,45 @@ PIECES = (
 )  # fmt: skip
 
 
+STACK = ["other"]  # the innermost piece running now, for --calls
+
+
 def timed(spent: dict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
+        STACK.append(name)
         try:
             return fn(*args, **kwargs)
         finally:
+            STACK.pop()
             spent[name] += time.perf_counter() - start
 
     return wrapper
+
+
+def time_calls(spent: dict[str, float]) -> None:
+    """Time the model's work by piece and kind: sampling (student/teacher), scoring (the student under grad, or
+    not), backward passes."""
+
+    def by(kind: Callable[..., str], fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[f"{STACK[-1]}: {kind(*args, **kwargs)}"] += time.perf_counter() - start
+
+        return wrapper
+
+    def sampled(self: Policy, prompts: list[list[int]], *, student: bool, **_: Any) -> str:
+        return "sample " + ("student" if student else "teacher")
+
+    def scored(self: Policy, prompts: list[list[int]], completions: list[list[int]], *, student: bool) -> str:
+        return "score " + ("student, grad" if student and torch.is_grad_enabled() else "no grad")
+
+    setattr(Policy, "generate", by(sampled, Policy.generate))  # noqa: B010
+    setattr(Policy, "completion_logits", by(scored, Policy.completion_logits))  # noqa: B010
+    setattr(torch.Tensor, "backward", by(lambda *a, **k: "backward", torch.Tensor.backward))  # noqa: B010
 
 
 @torch.no_grad()
@@ -85,12 +118,19 @@ def main() -> None:
     ap.add_argument("--dream-rounds", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--hf-generate", action="store_true", help="sample with HF's generate (the baseline)")
+    ap.add_argument("--whole-rows", action="store_true", help="score every row whole (no shared prompt start)")
+    ap.add_argument("--calls", action="store_true", help="also time sampling, scoring and backward by piece")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.hf_generate:
         setattr(Policy, "_generate_chunk", hf_generate_chunk)  # noqa: B010 - the baseline path
+    if args.whole_rows:
+        Policy.min_shared_prefix = 10**9
     spent: dict[str, float] = defaultdict(float)
+    calls: dict[str, float] = defaultdict(float)
+    if args.calls:
+        time_calls(calls)
     for name in PIECES:
         setattr(sleep, name, timed(spent, name, getattr(sleep, name)))
 
@@ -111,6 +151,7 @@ def main() -> None:
         "total_s": round(total, 1),
         "phases_s": {k: round(v, 1) for k, v in report.timings_s.items()},
         "pieces_s": {k: round(v, 1) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])},
+        "calls_s": {k: round(v, 1) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])},
         "session_tokens": report.session_tokens,
         "statements": report.statements,
         "targets": report.targets,
