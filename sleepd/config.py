@@ -77,7 +77,12 @@ class Settings(BaseSettings):
     sleep_traffic_threshold: int = Field(5, description="Exchanges per minute at or under which traffic is 'low'.")
     sleep_quiet_minutes: int = Field(10, description="Traffic must have stayed low this many whole minutes.")
     sleep_windows: str = Field("", description="UTC windows when sleep may start, e.g. '01:00-05:00,13:00-14:00'.")
-    sleep_min_pending_tokens: int = Field(200, description="Session tokens waiting before a scheduled sleep.")
+    # A sleep has a fixed part (replay answers, the projector, Dreaming's rounds, the gate: ~375 s on this 2-core
+    # machine) besides what grows with its sessions (~0.47 s per token): at 242 tokens it cost 2,020 s per 1k
+    # session tokens, at 1,445 tokens 729 (docs/BENCHMARKS.md, "Where a sleep's time goes"). 1,000 tokens keeps a
+    # scheduled sleep near 850 per 1k, under the 1,500 goal with room for run-to-run spread. An operator's sleep
+    # with force=true ignores it.
+    sleep_min_pending_tokens: int = Field(1000, description="Session tokens waiting before a scheduled sleep.")
     sleep_check_interval_s: float = 60.0
     sleep_max_rejections: int = Field(3, description="Gate rejections before pending sessions are set aside.")
     sleep_epochs: float = Field(4.0, description="Knowledge Seeding passes over a sleep's training questions.")

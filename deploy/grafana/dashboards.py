@@ -241,8 +241,8 @@ def sleep() -> dashboard.Dashboard:
         single("Pending sessions", "Logged exchanges not yet consolidated.",
                q("max(sleepd_sleep_pending_records)")),
         single("Pending tokens", "Tokens of those exchanges (a scheduled sleep needs "
-               "SLEEPD_SLEEP_MIN_PENDING_TOKENS, 200 by default).", q("max(sleepd_sleep_pending_tokens)"),
-               limits=[(200, "blue")]),
+               "SLEEPD_SLEEP_MIN_PENDING_TOKENS, 1000 by default).", q("max(sleepd_sleep_pending_tokens)"),
+               limits=[(1000, "blue")]),
         single("Workers alive", "Sleep workers whose heartbeat is under 90 s old.",
                q("max(sleepd_sleep_workers)"), limits=[(1, "green")]),
         single("Failures in a row", "Consecutive failed cycles; the scheduler backs off, and stops at "
