@@ -92,10 +92,8 @@ def hf_generate_chunk(
     self.model.eval()
     if temperature <= 0 and n > 1:  # HF refuses num_return_sequences > 1 for greedy: repeat the rows
         prompts, n = [p for p in prompts for _ in range(n)], 1
-    width = max(len(p) for p in prompts)
-    pad = self.tokenizer.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
-    attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+    ids, attn = self.left_padded(prompts)
+    width, pad = ids.shape[1], self.tokenizer.pad_token_id
     sampling = dict(do_sample=True, temperature=temperature, top_p=1.0) if temperature > 0 else dict(do_sample=False)
     with nullcontext() if student else self.teacher():
         out = self.model.generate(

@@ -165,10 +165,7 @@ class Policy:
         HF's random number per vocabulary entry (13% of its decode time here). docs/BENCHMARKS.md, "Where a
         sleep's time goes"."""
         self.model.eval()
-        width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        ids, attn = self.left_padded(prompts)
         positions = (attn.cumsum(-1) - 1).clamp_min(0)
         eos = torch.tensor(sorted(self.eos_ids), device=self.device)
         rows: list[list[int]] = [[] for _ in range(len(prompts) * n)]
@@ -199,6 +196,13 @@ class Policy:
                 position = position + 1
         return rows
 
+    def left_padded(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask (B, W), each row padded on the left to the longest."""
+        width, pad = max(len(r) for r in rows), self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        attn = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        return ids, attn
+
     top_k = 50  # sampling keeps the k likeliest tokens (HF's default, which every measured sleep sampled with)
 
     def _pick(self, logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -224,9 +228,7 @@ class Policy:
         tail = [c + [pad] * (t - len(c)) for c in completions]
         shared = self._shared_prefix(prompts)
         rows = [p[len(shared) :] + c for p, c in zip(prompts, tail, strict=True)]
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
-        attn = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        ids, attn = self.left_padded(rows)
         positions = len(shared) + (attn.cumsum(-1) - 1).clamp_min(0)
         with nullcontext() if student else self.teacher(), nullcontext() if student else torch.no_grad():
             kwargs: dict[str, object] = dict(input_ids=ids, position_ids=positions, logits_to_keep=t + 1)
