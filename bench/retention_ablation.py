@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--facts-per-sleep", type=int, default=4)
     ap.add_argument("--start", type=Path, required=True, help="the adapter the sleep builds on (a version folder)")
     ap.add_argument("--group", type=int, required=True, help="which sleep's facts (1-based)")
-    ap.add_argument("--nullspace", type=float, default=0.9, help="projection energy (0: off)")
+    ap.add_argument("--nullspace", type=float, default=NullSpaceConfig.energy, help="projection energy (0: off)")
     ap.add_argument("--protect-stored", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--stored-batch", type=int, help="stored facts per training step (default: SeedingConfig's)")
     ap.add_argument("--stored-known-weight", type=float, help="draw weight of a stored fact still recalled")
