@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         " measured to cost recall at 0.1, see docs/BENCHMARKS.md).",
     )
     sleep_nullspace_energy: float = Field(
-        0.95,
+        0.9,
         description="Share of generic inputs' energy whose directions a sleep's new expert may not read (0: off;"
         " lowers drift, see docs/BENCHMARKS.md).",
     )
