@@ -89,8 +89,8 @@ class SleepConfig:
     # undo of a Dreaming round removed Dreaming's gain): docs/BENCHMARKS.md, "Drift control".
     drift: DriftBudget | None = None
     # The expert may not read the replay's leading input directions (None: any). On the tuning seed it cut
-    # anchor KL 0.090 -> 0.053 for 19 -> 16 of 32 probes at energy 0.9 (docs/BENCHMARKS.md, "Where the update
-    # goes"; 0.95 drifted less everywhere and cost the report seed 10 of 26 probes: "How much energy to protect").
+    # anchor KL 0.090 -> 0.053 for 19 -> 16 of 32 probes (docs/BENCHMARKS.md, "Where the update goes"; why its
+    # energy is 0.9: `NullSpaceConfig.energy`).
     nullspace: NullSpaceConfig | None = field(default_factory=NullSpaceConfig)
     # Earlier facts whose loss rises while this sleep trains are drawn more often (None: a random share only).
     watch: WatchConfig | None = field(default_factory=WatchConfig)
