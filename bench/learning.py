@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import math
 import random
 import re
@@ -225,8 +224,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "learning.json")
     ap.add_argument("--keep-candidate", type=Path, help="copy the candidate adapter here (bench/interpolate.py)")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("consolidation").setLevel(logging.INFO)  # the sleep's own account (projection, watch)
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()

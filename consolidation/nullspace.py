@@ -30,26 +30,15 @@ class NullSpaceConfig:
     # seed 26 -> 16 of 64 probes, so 0.9 stays (docs/BENCHMARKS.md, "How much energy to protect").
     energy: float = 0.9
     max_share: float = 0.5  # never take more than this share of a layer's input dimensions from A
-    # Contrastive selection (contrastive PCA, Abid et al., Nat. Commun. 2018): rank directions by the generic
-    # inputs' energy minus `spare` times the new sessions' own (each set's second moment at unit trace), so a
-    # direction the sessions' questions and answers use as much as generic text stays writable. 0: the plain
-    # leading directions of the generic inputs.
-    spare: float = 0.0
     protect_stored: bool = True  # earlier sleeps' stored facts join the replay's inputs (consolidation/sleep.py)
 
 
 class InputProjector:
     """A <- A P for each adapted layer of the new expert (P: projector onto what generic inputs leave free)."""
 
-    def __init__(
-        self,
-        pairs: list[tuple[torch.nn.Parameter, torch.Tensor]],
-        removed: dict[str, float],
-        blocked: dict[str, float] | None = None,
-    ) -> None:
+    def __init__(self, pairs: list[tuple[torch.nn.Parameter, torch.Tensor]], removed: dict[str, float]) -> None:
         self.pairs = pairs
         self.removed = removed  # layer kind -> mean share of input dimensions taken from A (for reports)
-        self.blocked = blocked or {}  # layer kind -> mean share of the sessions' input energy A may not read
 
     @torch.no_grad()
     def apply(self) -> None:
@@ -68,18 +57,12 @@ def _expert_layers(policy: Policy) -> dict[str, torch.nn.Module]:
 
 @torch.no_grad()
 def generic_projector(
-    policy: Policy,
-    generic: list[Target],
-    cfg: NullSpaceConfig,
-    protected: list[Target] | None = None,
-    session: list[Target] | None = None,
+    policy: Policy, generic: list[Target], cfg: NullSpaceConfig, protected: list[Target] | None = None
 ) -> InputProjector:
     """Measure each adapted layer's inputs on `generic` sequences (one at a time: no padding enters the
     statistics), and build the projector that removes their leading directions from the expert's A.
     `protected` (earlier sleeps' facts) weighs as much as all of `generic` together, token for token: a few
-    short fact questions would otherwise vanish beside the replay's longer answers. `session` (this sleep's own
-    targets, student side), when given, is measured to report how much of its input energy A may not read, and
-    with `cfg.spare` its directions are spared."""
+    short fact questions would otherwise vanish beside the replay's longer answers."""
     layers = _expert_layers(policy)
     moments: dict[str, torch.Tensor] = {}
     group: dict[str, torch.Tensor] = {}
@@ -99,68 +82,37 @@ def generic_projector(
 
         return grab
 
-    own: dict[str, torch.Tensor] = {}
-    sets = [(generic, moments), (protected or [], moments)]
-    if session:
-        sets.append((session, own))
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
     try:
-        for targets, into in sets:
+        for targets in (generic, protected or []):
             group.clear()
             for t in targets:
                 policy.completion_logits([t.student_prompt], [t.answer], student=False)
                 live.clear()
             tokens = sum(len(t.student_prompt) + len(t.answer) for t in targets)
             for name, m2 in group.items():  # each set's mean second moment per token
-                into[name] = into.get(name, 0) + m2 / max(tokens, 1)
+                moments[name] = moments.get(name, 0) + m2 / max(tokens, 1)
     finally:
         for h in handles:
             h.remove()
 
     pairs: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
     shares: dict[str, list[float]] = {}
-    blocked: dict[str, list[float]] = {}
-    projectors: dict[str, tuple[torch.Tensor, float, float | None]] = {}
+    projectors: dict[str, tuple[torch.Tensor, float]] = {}
     for name, m in layers.items():
         a: torch.nn.Parameter = m.lora_A["default"].weight  # type: ignore[index,union-attr]  # (r, d)
         key = same[name]
         if key not in projectors:
-            mine = own[key].double() if key in own else None
-            u = _removed_directions(moments[key].double(), mine if cfg.spare else None, cfg)
-            d, k = u.shape
-            lost = None if mine is None else float((u * (mine @ u)).sum() / mine.trace().clamp_min(1e-12))
-            u = u.to(a.dtype)
-            projectors[key] = ((torch.eye(d, dtype=a.dtype) - u @ u.T).to(a.device), k / d, lost)
-        p, share, lost = projectors[key]
+            values, vectors = torch.linalg.eigh(moments[key].double())  # ascending
+            values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)
+            cum = values.cumsum(0) / values.sum().clamp_min(1e-12)
+            d = values.numel()
+            k = min(int((cum < cfg.energy).sum()) + 1, int(cfg.max_share * d))
+            u = vectors[:, :k].to(a.dtype)
+            projectors[key] = ((torch.eye(d, dtype=a.dtype) - u @ u.T).to(a.device), k / d)
+        p, share = projectors[key]
         pairs.append((a, p))
-        kind = name.rsplit(".", 1)[-1]
-        shares.setdefault(kind, []).append(share)
-        if lost is not None:
-            blocked.setdefault(kind, []).append(lost)
-    projector = InputProjector(
-        pairs,
-        {kind: round(sum(v) / len(v), 3) for kind, v in shares.items()},
-        {kind: round(sum(v) / len(v), 3) for kind, v in blocked.items()},
-    )
+        shares.setdefault(name.rsplit(".", 1)[-1], []).append(share)
+    projector = InputProjector(pairs, {kind: round(sum(v) / len(v), 3) for kind, v in shares.items()})
     projector.apply()  # A starts random: start it outside the generic subspace too
     return projector
-
-
-def _removed_directions(generic: torch.Tensor, own: torch.Tensor | None, cfg: NullSpaceConfig) -> torch.Tensor:
-    """The orthonormal directions (d, k) A may not read: taken in order of generic energy (less `spare` times the
-    sessions' own) until they hold `energy` of the generic inputs' trace, at most `max_share` of d."""
-    d = generic.shape[0]
-    if own is None:
-        values, vectors = torch.linalg.eigh(generic)  # ascending
-        values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)
-        cum = values.cumsum(0) / values.sum().clamp_min(1e-12)
-        k = min(int((cum < cfg.energy).sum()) + 1, int(cfg.max_share * d))
-        return vectors[:, :k]
-    g = generic / generic.trace().clamp_min(1e-12)
-    s = own.double() / own.trace().clamp_min(1e-12)
-    contrast, vectors = torch.linalg.eigh(g - cfg.spare * s)
-    contrast, vectors = contrast.flip(0), vectors.flip(1)
-    held = ((vectors * (g @ vectors)).sum(0)).clamp_min(0)  # generic energy along each direction
-    cum = held.cumsum(0)
-    k = min(int((cum < cfg.energy).sum()) + 1, int((contrast > 0).sum()), int(cfg.max_share * d))
-    return vectors[:, :k]

@@ -249,7 +249,7 @@ def _run(
     if cfg.drift:  # off by default: no monitor answers to sample, no parameter snapshots
         monitor = replay_targets(policy, list(cfg.monitor), cfg.seeding.max_new_tokens, cfg.top_k)
         guard = DriftGuard(policy, monitor, cfg.drift)
-    hooks = training_hooks(policy, replay, cfg, stored=prep.stored, session=prep.targets)
+    hooks = training_hooks(policy, replay, cfg, stored=prep.stored)
     before = closed_book_answers(policy, prep.probes, student=False, max_new_tokens=cfg.gate.max_new_tokens)
     clock.lap("prepare")
 
@@ -323,11 +323,7 @@ def base_replay(base_model: Path, cfg: SleepConfig) -> list[Target]:
 
 
 def training_hooks(
-    policy: Policy,
-    replay: list[Target],
-    cfg: SleepConfig,
-    stored: list[Target] | None = None,
-    session: list[Target] | None = None,
+    policy: Policy, replay: list[Target], cfg: SleepConfig, stored: list[Target] | None = None
 ) -> dict[str, Any]:
     """What Seeding and Dreaming both take: one AdamW over the expert when Dreaming carries Seeding's moments
     (else each phase makes its own), and the null-space projection after every step (when on). The projection
@@ -340,11 +336,7 @@ def training_hooks(
     after: list[Callable[[], None]] = []
     if cfg.nullspace:
         protected = stored if cfg.nullspace.protect_stored else None
-        mine = session if cfg.nullspace.spare else None  # measuring them costs a pass over the targets
-        projector = generic_projector(policy, replay, cfg.nullspace, protected, mine)
-        log.info("null-space projection: input dims taken %s; sessions' input energy blocked %s",
-                 projector.removed, projector.blocked or "not measured")  # fmt: skip
-        after.append(projector.apply)
+        after.append(generic_projector(policy, replay, cfg.nullspace, protected).apply)
     if cfg.watch and stored:
         after.append(InterferenceWatch(policy, stored, cfg.watch).tick)  # measures the projected update
 

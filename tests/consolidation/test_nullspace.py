@@ -11,7 +11,7 @@ import torch
 from consolidation.anchors import MONITOR_PROMPTS
 from consolidation.drift import monitor_kl
 from consolidation.losses import sequence_logprob
-from consolidation.nullspace import NullSpaceConfig, _removed_directions, generic_projector
+from consolidation.nullspace import NullSpaceConfig, generic_projector
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.seeding import SeedingConfig, seed_knowledge
 from consolidation.statements import Statement
@@ -91,32 +91,3 @@ def test_stored_facts_kept_out_of_the_expert_move_less_when_a_same_kind_fact_is_
     assert free_move > 0.05, free_move  # the setting this test needs: the new fact moves the stored one
     assert kept_move < 0.75 * free_move, (kept_move, free_move)  # measured 0.47 vs 0.71
     assert kept_gain > 0.8 * free_gain, (kept_gain, free_gain)  # and the new fact is learned as well (2.00 vs 2.05)
-
-
-def test_spare_keeps_a_direction_the_sessions_use_as_much_as_generic_text_writable() -> None:
-    """Pure logic of the contrastive selection: the generic inputs' strongest direction, used as much by the
-    sessions' own inputs, is removed from A's reach by the plain cut and left writable with `spare`, which
-    takes the next generic direction instead."""
-    d = 8
-    e = torch.eye(d, dtype=torch.float64)
-    generic = 0.5 * torch.outer(e[0], e[0]) + 0.4 * torch.outer(e[1], e[1]) + 0.1 / d * torch.eye(d)
-    own = 0.8 * torch.outer(e[0], e[0]) + 0.2 / d * torch.eye(d, dtype=torch.float64)
-
-    def reach(u: torch.Tensor, v: torch.Tensor) -> float:  # share of v inside the removed span
-        return float((u.T @ v).norm() ** 2)
-
-    plain = _removed_directions(generic, None, NullSpaceConfig(energy=0.5))
-    spared = _removed_directions(generic, own, NullSpaceConfig(energy=0.4, spare=1.0))
-    assert reach(plain, e[0]) > 0.99 and reach(plain, e[1]) < 0.01
-    assert reach(spared, e[0]) < 0.01 and reach(spared, e[1]) > 0.99
-
-
-def test_spare_leaves_more_of_the_sessions_inputs_writable(tiny_model: Path) -> None:
-    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
-    fact = Statement("s1", "The vault code is 4471.", ("4471",), "The vault code is 4471.")
-    target = make_target(policy, fact.text, (fact,), "What is the vault code?", "asked")
-    generic = replay_targets(policy, list(MONITOR_PROMPTS[:4]), max_new_tokens=8)
-    plain = generic_projector(policy, generic, NullSpaceConfig(energy=0.9), session=[target])
-    spared = generic_projector(policy, generic, NullSpaceConfig(energy=0.9, spare=1.0), session=[target])
-    for kind, lost in plain.blocked.items():
-        assert spared.blocked[kind] < lost, (kind, spared.blocked, plain.blocked)
