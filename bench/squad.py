@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS / "squad.json")
+    ap.add_argument("--keep-candidate", type=Path, help="copy the candidate adapter here (bench/drift_where.py)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,6 +73,8 @@ def main() -> None:
         # never sees the dataset's; a match means the model asked itself the same question.
         result["probes_matching_trained_questions"] = len(leaks([q for _, q, _ in items], report.trained_questions))
         result["train_s"] = round(time.perf_counter() - t0, 1)
+        if args.keep_candidate:
+            shutil.copytree(candidate, args.keep_candidate, dirs_exist_ok=True)
         published = registry.path(report.published.version) if report.published else None
         evaluator = Policy.serving(base, {"candidate": candidate, **({"published": published} if published else {})})
         closed = [evaluator.chat_ids([{"role": "user", "content": q}]) for _, q, _ in items]
