@@ -83,7 +83,9 @@ class GateReport:
         return out | {f"unscaled_{k}": v for k, v in self.unscaled.items()}
 
     def backoff_scale(self, cfg: GateConfig) -> float | None:
-        """The scale to try when drift is all that refused this candidate (None: nothing to try)."""
+        """The scale to try when drift is all that refused this candidate (None: nothing to try). Against the
+        base, the earlier experts' part of the drift does not shrink with the new one: the second judgement, not
+        this estimate, decides."""
         others = self.recall_after - self.recall_before <= cfg.min_recall_gain or (
             self.stored_known - self.stored_kept > self.stored_allowed
             or self.anchor_unchanged < cfg.min_anchor_unchanged
