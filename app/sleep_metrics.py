@@ -79,7 +79,6 @@ def refresh(client: redis.Redis, settings: Settings, now: float | None = None) -
     GATE_THRESHOLD.labels("min_recall_gain").set(settings.gate_min_recall_gain)
     GATE_THRESHOLD.labels("max_anchor_kl").set(settings.gate_max_anchor_kl)
     GATE_THRESHOLD.labels("max_base_kl").set(settings.gate_max_base_kl)
-    GATE_THRESHOLD.labels("min_scale").set(settings.gate_min_scale)  # the drift back-off's floor
     GATE_REJECTIONS.set(float(rejections or 0))
     LAST_PUBLISHED.set(float(summary.get("last_published_at", 0)))
     if "decided_at" in summary:

@@ -304,7 +304,7 @@ def main() -> None:
     result["answers"] = {name: list(zip([p.question for _, p in items], a, strict=True)) for name, a in answers.items()}
     bar, got = rows["in context (the bar)"]["hits"], rows["candidate adapter"]["hits"]
     result["closed_over_context"] = paired_ratio(got, bar)
-    # What users get: differs from the candidate when the gate refused it or published it scaled (its back-off).
+    # What users get: differs from the candidate when the gate refused it (the base is served then).
     result["served_over_context"] = paired_ratio(rows["after the sleep, served"]["hits"], bar)
     if found:  # the run still fails (below); the figures without the leaked probes say what is left of it
         leaked = {q for q, _ in found}

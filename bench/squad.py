@@ -95,7 +95,7 @@ def main() -> None:
             print(json.dumps({name: rows[name]}), flush=True)
     result["rows"] = rows
     result["closed_over_context"] = paired_ratio(hits["candidate adapter"], hits["in context (the bar)"])
-    # What users get: differs from the candidate when the gate refused it or published it scaled (its back-off).
+    # What users get: differs from the candidate when the gate refused it (the base is served then).
     result["served_over_context"] = paired_ratio(hits["after the sleep, served"], hits["in context (the bar)"])
     result["answers"] = {name: [[q, ref, a] for (_, q, ref), a in zip(items, got, strict=True)]
                          for name, got in answers.items()}  # fmt: skip

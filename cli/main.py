@@ -518,10 +518,7 @@ def consolidate(
                   f"question(s), anchor KL {gate['anchor_kl']:.4f} (vs base {gate['base_kl']:.4f}), "
                   f"anchors unchanged {gate['anchor_unchanged']:.0%}"
                   + (f", earlier probes kept {gate['stored_kept']}/{gate['stored_known']}" if gate.get("stored_known")
-                     else "")
-                  + (f"; new expert scaled {gate['scale']:.3f} (refused at anchor KL "
-                     f"{gate['unscaled_anchor_kl']:.4f}, vs base {gate['unscaled_base_kl']:.4f})"
-                     if gate.get("scale", 1.0) != 1.0 else ""))  # fmt: skip
+                     else ""))  # fmt: skip
     for reason in gate["reasons"]:
         console.print(f"  - {reason}")
     if result.published is None:

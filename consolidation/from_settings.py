@@ -36,7 +36,6 @@ def sleep_config(
             max_anchor_kl=settings.gate_max_anchor_kl,
             max_base_kl=settings.gate_max_base_kl,
             min_stored_kept=settings.gate_min_stored_kept,
-            min_scale=settings.gate_min_scale,
             max_new_tokens=tokens,
         ),
         max_rank=settings.max_lora_rank,

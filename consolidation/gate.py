@@ -44,12 +44,6 @@ class GateConfig:
     min_stored_kept: float = 0.9
     stored_sample: int = 64  # stored facts checked per sleep (the store holds up to thousands)
     max_new_tokens: int = 40
-    # A candidate refused for drift alone is tried once more with the new expert's delta scaled down (WiSE-FT,
-    # Wortsman et al. 2022), by the factor that brings its measured drift to `backoff_target` of the limit if
-    # KL grows with the square of the scale; the scaled files go through the whole gate again. Not below
-    # `min_scale` (0: never): on the tuning seed 0.8 already cost a third of the recall (docs/BENCHMARKS.md).
-    min_scale: float = 0.85
-    backoff_target: float = 0.9
 
 
 @dataclass
@@ -74,27 +68,9 @@ class GateReport:
     # "before", the candidate's as "after", "at_store": the storing version answered it right): which earlier
     # facts a refused candidate lost. Not a metric.
     earlier: list[dict[str, Any]] = field(default_factory=list)
-    scale: float = 1.0  # the new expert's scale in the files judged (below 1: the drift back-off's)
-    unscaled: dict[str, float] = field(default_factory=dict)  # the refused full-scale candidate's drift
 
     def metrics(self) -> dict[str, float | int | bool]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("reasons", "examples", "limits", "earlier")}
-        out.pop("unscaled")
-        return out | {f"unscaled_{k}": v for k, v in self.unscaled.items()}
-
-    def backoff_scale(self, cfg: GateConfig) -> float | None:
-        """The scale to try when drift is all that refused this candidate (None: nothing to try). Against the
-        base, the earlier experts' part of the drift does not shrink with the new one: the second judgement, not
-        this estimate, decides."""
-        others = self.recall_after - self.recall_before <= cfg.min_recall_gain or (
-            self.stored_known - self.stored_kept > self.stored_allowed
-            or self.anchor_unchanged < cfg.min_anchor_unchanged
-        )
-        over = max(self.anchor_kl / cfg.max_anchor_kl, self.base_kl / cfg.max_base_kl)
-        if self.passed or others or over <= 1.0 or cfg.min_scale <= 0:
-            return None
-        scale = (cfg.backoff_target / over) ** 0.5
-        return scale if scale >= cfg.min_scale else None
+        return {k: v for k, v in asdict(self).items() if k not in ("reasons", "examples", "limits", "earlier")}
 
 
 @torch.no_grad()

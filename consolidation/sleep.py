@@ -25,7 +25,7 @@ from consolidation import factstore
 from consolidation.anchors import ANCHOR_PROMPTS, MONITOR_PROMPTS, REPLAY_PROMPTS
 from consolidation.dreaming import DreamingConfig, dream
 from consolidation.drift import DriftBudget, DriftGuard
-from consolidation.experts import LoraAdapter, compact, load_adapter, save_adapter, stack
+from consolidation.experts import compact, load_adapter, save_adapter, stack
 from consolidation.gate import GateConfig, GateReport, closed_book_answers, evaluate
 from consolidation.interference import InterferenceWatch, WatchConfig
 from consolidation.nullspace import NullSpaceConfig, generic_projector
@@ -275,22 +275,10 @@ def _run(
     if cfg.keep_candidate:
         shutil.copytree(candidate, cfg.keep_candidate, dirs_exist_ok=True)
     report("gate", 0.2, step="evaluate")
-
-    def judge(files: Path) -> tuple[Policy, GateReport]:
-        served = Policy.serving(base_model, {"candidate": files, **({"previous": previous} if previous else {})})
-        return served, evaluate(served, prep.probes, list(cfg.anchors), cfg.gate,
-                                previous="previous" if previous else None, before_answers=before,
-                                heldout=bool(prep.probes), stored=prep.checks, recalled=prep.recalled)  # fmt: skip
-
-    served, gate = judge(candidate)
-    scale = gate.backoff_scale(cfg.gate)
-    if scale is not None:  # refused for drift alone: the same expert, scaled down, through the whole gate again
-        report("gate", 0.6, step="back off", scale=round(scale, 3), anchor_kl=round(gate.anchor_kl, 4))
-        unscaled = {"anchor_kl": gate.anchor_kl, "base_kl": gate.base_kl, "recall_after": gate.recall_after}
-        del served
-        candidate = assemble(start, work, scale)
-        served, gate = judge(candidate)
-        gate.scale, gate.unscaled = scale, unscaled
+    served = Policy.serving(base_model, {"candidate": candidate, **({"previous": previous} if previous else {})})
+    gate = evaluate(served, prep.probes, list(cfg.anchors), cfg.gate, previous="previous" if previous else None,
+                    before_answers=before, heldout=bool(prep.probes), stored=prep.checks,
+                    recalled=prep.recalled)  # fmt: skip
     facts: list[factstore.StoredFact] = []
     if gate.passed:
         facts = factstore.merge(kept, prep.statements, prep.questions, cfg.store_cap, prep.heldout)
@@ -300,14 +288,13 @@ def _run(
     published = None
     if gate.passed:
         earlier = parent_meta.experts if parent_meta else []
-        source = "sleep" if gate.scale == 1.0 else f"sleep, scaled {gate.scale:.3f} by the gate's drift back-off"
         if start is not previous and start is not None:  # compacted: the earlier experts are one now
             earlier = [Expert(rank=cfg.max_rank - cfg.expert.rank, source=f"compacted {active}")]
         published = registry.publish(
             candidate,
             base_model=base_model_fingerprint(base_model),
             parent=None if active == BASE else active,
-            experts=[*earlier, Expert(rank=cfg.expert.rank, source=source)],
+            experts=[*earlier, Expert(rank=cfg.expert.rank, source="sleep")],
             lineage={
                 "sessions": sorted({m.session_id.split("#")[0] for m in mems}),
                 "records": sorted({r for m in mems for r in m.record_ids}),
@@ -530,16 +517,7 @@ def make_room(previous: Path | None, out: Path, room: int) -> tuple[Path | None,
 def package(policy: Policy, start: Path | None, work: Path) -> Path:
     """The adapter servers would load: the adapter the sleep started from plus the new expert, rank-concatenated
     (within the cap by construction: `make_room`)."""
-    policy.save_expert(work / "new")
-    return assemble(start, work, 1.0)
-
-
-def assemble(start: Path | None, work: Path, scale: float) -> Path:
-    """`package`'s files from the saved new expert, its delta scaled by `scale` (the gate's drift back-off);
-    the adapter the sleep started from is kept as it is."""
-    new = load_adapter(work / "new")
-    if scale != 1.0:
-        new = LoraAdapter({m: (a, b * scale) for m, (a, b) in new.modules.items()}, new.config)
-    out_dir = work / ("adapter" if scale == 1.0 else f"adapter-x{scale:.3f}")
-    save_adapter(stack(([load_adapter(start)] if start else []) + [new]), out_dir)
+    new_dir, out_dir = work / "new", work / "adapter"
+    policy.save_expert(new_dir)
+    save_adapter(stack(([load_adapter(start)] if start else []) + [load_adapter(new_dir)]), out_dir)
     return out_dir

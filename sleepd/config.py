@@ -72,8 +72,6 @@ class Settings(BaseSettings):
     gate_max_anchor_kl: float = 0.1  # against the previous version
     gate_max_base_kl: float = 0.2  # against the original base: what all sleeps so far changed together
     gate_min_stored_kept: float = 0.9  # of earlier facts' probes the lineage recalled, the share kept
-    # A candidate refused for drift alone is scaled down once (no lower than this) and judged again; 0: never.
-    gate_min_scale: float = 0.85
 
     # Sleep operations (worker/): when to sleep, how long jobs may run.
     sleep_traffic_threshold: int = Field(5, description="Exchanges per minute at or under which traffic is 'low'.")

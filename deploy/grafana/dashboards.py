@@ -276,9 +276,8 @@ def sleep() -> dashboard.Dashboard:
                 "{{metric}} {{version}}"), unit="percentunit"),
         graph("Gate: drift against thresholds, per version", "KL against the previous version and the original "
               "base for each version a cycle built, beside the configured limits (SLEEPD_GATE_MAX_ANCHOR_KL, "
-              "SLEEPD_GATE_MAX_BASE_KL). unscaled_*: a candidate refused for drift alone, before the gate's "
-              "back-off scaled its new expert down and judged it again.",
-              q('max by (metric, version) (sleepd_sleep_last_gate{metric=~"(unscaled_)?(anchor_kl|base_kl)"})',
+              "SLEEPD_GATE_MAX_BASE_KL).",
+              q('max by (metric, version) (sleepd_sleep_last_gate{metric=~"anchor_kl|base_kl"})',
                 "{{metric}} {{version}}"),
               q('max by (metric) (sleepd_sleep_gate_threshold{metric=~"max_anchor_kl|max_base_kl"})',
                 "limit {{metric}}")),

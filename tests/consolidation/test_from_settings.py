@@ -19,7 +19,6 @@ def test_unset_settings_give_the_benchmarked_defaults(tmp_path: Path) -> None:
     assert cfg.nullspace == shipped.nullspace and cfg.drift is None
     assert cfg.gate.max_anchor_kl == shipped.gate.max_anchor_kl
     assert cfg.gate.min_stored_kept == shipped.gate.min_stored_kept
-    assert cfg.gate.min_scale == shipped.gate.min_scale
 
 
 def test_settings_and_job_overrides_reach_every_phase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
