@@ -1,5 +1,6 @@
 """Weight-space interpolation of a first sleep's adapter toward the base (WiSE-FT, Wortsman et al. 2022): the
-adapter's delta scaled by alpha in (0, 1]. Does a smaller step keep the recall and shed the drift?
+adapter's delta scaled by alpha: below 1, does a smaller step keep the recall and shed the drift; above 1
+(extrapolating the step), does the drift budget a sleep left unused buy recall?
 
 A first sleep's adapter is base + B A; scaling every lora_B by alpha gives base + alpha B A. For each alpha this
 reports the gate's anchor KL against the base (`consolidation.gate.drift`, the gate's own anchors and settings)
