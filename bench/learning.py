@@ -53,7 +53,7 @@ RESULTS = ROOT / "bench" / "results"
 
 def sessions_with_replies(base: Path, facts: list[Fact], max_tokens: int = 64) -> list[list[dict[str, str]]]:
     """Each fact's user turns, each answered by the served model (greedy: what the default server says to it)."""
-    model = Policy(base, None, ExpertConfig(rank=1))
+    model = Policy(base, None, ExpertConfig(rank=1), precision="fp32")  # replies as vLLM serves them (fp32)
     convs: list[list[dict[str, str]]] = [[] for _ in facts]
     for turn in range(max(len(f.turns) for f in facts)):
         live = [i for i, f in enumerate(facts) if turn < len(f.turns)]

@@ -53,7 +53,7 @@ def main() -> None:
     data = json.loads(args.data.read_text())
     chosen = random.Random(args.seed).sample(data, args.passages)
 
-    model = Policy(base, None, ExpertConfig(rank=1))
+    model = Policy(base, None, ExpertConfig(rank=1), precision="fp32")  # replies as vLLM serves them (fp32)
     convs = []
     for p in chosen:
         turn = {"role": "user", "content": f"Here is a passage I am reading:\n\n{p['context']}\n\nPlease remember it."}

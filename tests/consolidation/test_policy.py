@@ -1,4 +1,7 @@
-"""Batched sampling must give each prompt its own completions, whatever the chunking and length-sorting."""
+"""Batched sampling must give each prompt its own completions, whatever the chunking and length-sorting.
+
+These compare two ways of computing the same thing exactly, so they run in fp32: bf16 matmuls round differently
+with the batch's shape. Mixed precision has its own tests (test_precision.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from consolidation.policy import ExpertConfig, Policy
 
 
 def test_batched_generation_keeps_each_prompt_s_completions(tiny_model: Path) -> None:
-    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4), precision="fp32")
     questions = ["Hi", "What is the capital of a country far away from here?", "Why?", "Name three colours, please."]
     prompts = [policy.chat_ids([{"role": "user", "content": q}]) for q in questions]
     alone = [policy.generate([p], student=True, max_new_tokens=6)[0] for p in prompts]
@@ -27,7 +30,7 @@ def test_batched_generation_keeps_each_prompt_s_completions(tiny_model: Path) ->
 
 def test_long_sampling_calls_report_progress_per_chunk(tiny_model: Path) -> None:
     """A sleep's question phase is one sampling call over every statement; the job shows progress from these."""
-    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4), precision="fp32")
     prompts = [policy.chat_ids([{"role": "user", "content": "x" * i}]) for i in range(1, 6)]
     policy.max_rows = 4  # n=2 -> two prompts a chunk -> three chunks
     seen: list[tuple[int, int]] = []
@@ -39,7 +42,7 @@ def test_greedy_decoding_gives_hf_generate_s_completions(tiny_model: Path) -> No
     """The decoding loop (each prompt read once, finished rows dropped) must complete as HF's `generate` does,
     for the student (with a nonzero expert) and the teacher, rows of different lengths ending at different
     steps in one chunk."""
-    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4), precision="fp32")
     torch.manual_seed(1)
     for p in policy.trainable_parameters():
         torch.nn.init.normal_(p, std=0.5)  # a strong expert: varied student completions
@@ -65,7 +68,7 @@ def test_greedy_decoding_gives_hf_generate_s_completions(tiny_model: Path) -> No
 def test_sampling_draws_from_the_tempered_top_k(tiny_model: Path) -> None:
     """A sampled token follows softmax(top-k logits / temperature): no token outside the top k, and the top
     k's frequencies match their probabilities (4,000 draws: 4 standard errors is under 0.035)."""
-    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4), precision="fp32")
     policy.top_k = 5
     prompt = policy.chat_ids([{"role": "user", "content": "Name three colours, please."}])
     with torch.no_grad():
@@ -83,7 +86,7 @@ def test_scoring_reads_the_shared_prompt_start_once_with_the_same_logits_and_gra
     """Training rows all start with the chat template's system turn; it goes through the model once and every
     row continues from its cache. The logits, and the expert's gradient through that shared cache, must be
     those of reading every row whole."""
-    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4), precision="fp32")
     torch.manual_seed(1)
     for p in policy.trainable_parameters():
         torch.nn.init.normal_(p, std=0.05)
