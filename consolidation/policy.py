@@ -42,7 +42,8 @@ FP32_ATTENTION = "sdpa_fp32"
 def _register_fp32_attention() -> None:
     """Attention that computes in fp32 inside bf16 autocast (`Policy` in mixed precision). Torch's CPU flash
     attention is slower in bf16 than in fp32 (its backward ~3x), most of all when decoding against a long cache:
-    a 538-token prompt's 48 samples took 25.6 s with bf16 attention, 21.0 s all fp32, 15.7 s with this."""
+    48 samples of a 638-token prompt took 26.8 s with bf16 attention, 22.6 s all fp32, 15.5 s with this
+    (bench/precision_speed.py)."""
     from transformers import AttentionInterface, AttentionMaskInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import sdpa_mask
@@ -94,7 +95,7 @@ class Policy:
 
     def __init__(
         self, base_dir: Path, previous: Path | None, expert: ExpertConfig, *, seed: int = 0,
-        precision: Precision = "auto",
+        precision: Precision = "fp32",
     ) -> None:  # fmt: skip
         from peft import LoraConfig, PeftModel, get_peft_model
         from transformers import AutoTokenizer
