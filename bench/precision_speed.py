@@ -5,8 +5,8 @@ and Dreaming repeat) and one sampling call (8 copies of a ~540-token prompt, 6 s
 shape of the teacher writing questions from its few-shot prompt), each in three arithmetics:
 
 - `fp32`: everything fp32 (`SLEEPD_SLEEP_PRECISION=fp32`);
-- `mixed`: what ships on a CPU with bf16 instructions (`Policy(precision="auto")`): frozen weights in bf16, bf16
-  autocast, attention in fp32;
+- `mixed`: the opt-in `SLEEPD_SLEEP_PRECISION=auto` on a CPU with bf16 instructions: frozen weights in bf16,
+  bf16 autocast, attention in fp32;
 - `mixed, bf16 attention`: the same with torch's attention in bf16 too (why attention stays fp32).
 
 It also prints the cosine between each variant's expert gradient and fp32's (the direction training takes).

