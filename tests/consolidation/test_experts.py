@@ -74,3 +74,63 @@ def test_a_sleep_makes_room_under_the_cap_before_it_trains(experts: list[Path], 
     assert make_room(tmp_path / "previous", tmp_path / "out", 24) == (tmp_path / "previous", 0.0)  # it fits
     start, err = make_room(tmp_path / "previous", tmp_path / "out", 16)  # a rank-8 expert must fit under 24
     assert start == tmp_path / "out" and load_adapter(start).rank == 16 and 0 < err < 1
+
+
+def test_compaction_weighted_by_inputs_is_best_on_those_inputs() -> None:
+    """Cut on the inputs a layer sees, the truncated delta errs less on them than the plain SVD does (which is
+    still best in Frobenius norm); with isotropic inputs both are the same cut."""
+    torch.manual_seed(0)
+    a, b = torch.randn(24, 64), torch.randn(48, 24)
+    adapter = LoraAdapter({"m": (a, b)}, {"r": 24})
+    x = torch.randn(2000, 8) @ torch.randn(8, 64) + 0.05 * torch.randn(2000, 64)  # inputs near an 8-dim subspace
+    moment = x.T @ x / len(x)
+    plain, _ = compact(adapter, 8)
+    weighted, err = compact(adapter, 8, {"m": moment})
+    full = adapter.delta("m")
+
+    def on_inputs(d: torch.Tensor) -> float:
+        return float(((full - d) @ x.T).norm() / (full @ x.T).norm())
+
+    assert on_inputs(weighted.delta("m")) < 0.5 * on_inputs(plain.delta("m"))
+    assert (full - plain.delta("m")).norm() <= (full - weighted.delta("m")).norm() + 1e-4
+    assert 0 < err < 1
+    same, _ = compact(adapter, 8, {"m": torch.eye(64)})
+    assert torch.allclose(same.delta("m"), plain.delta("m"), atol=1e-3)
+
+
+def test_compaction_on_stored_facts_inputs_keeps_their_answers(
+    tiny_model: Path, experts: list[Path], tmp_path: Path
+) -> None:
+    """A sleep's input-weighted compaction (`compaction_moments`, measured under the uncompacted previous version
+    on its stored facts and the replay) keeps the model's distribution along those facts' answers closer to the
+    uncompacted one than a plain SVD cut to the same rank."""
+    from consolidation.factstore import StoredFact
+    from consolidation.policy import ExpertConfig, Policy
+    from consolidation.sleep import SleepConfig, compaction_moments
+    from consolidation.targets import make_target
+
+    save_adapter(stack([load_adapter(e) for e in experts]), tmp_path / "previous")  # rank 24
+    kept = [
+        StoredFact("s1", "Mira keeps the lighthouse on Vell.", ("Mira", "Vell"), "src", ("Who keeps the lighthouse?",)),
+        StoredFact("s2", "The Oskar Pier is 834 metres long.", ("834",), "src", ("How long is the Oskar Pier?",)),
+    ]
+    cfg = SleepConfig(expert=ExpertConfig(rank=8), replay=("Name a colour.",))
+    moments = compaction_moments(tiny_model, tmp_path / "previous", kept, None, cfg)
+    full = load_adapter(tmp_path / "previous")
+    assert set(moments) == set(full.modules)
+    for name, cut in (("plain", compact(full, 8)[0]), ("weighted", compact(full, 8, moments)[0])):
+        save_adapter(cut, tmp_path / name)
+    served = Policy.serving(tiny_model, {n: tmp_path / n for n in ("previous", "plain", "weighted")})
+    rows = [make_target(served, f.text, (f.statement(),), q, "asked") for f in kept for q in f.questions]
+    logp: dict[str, torch.Tensor] = {}
+    for name in ("previous", "plain", "weighted"):
+        with served.using(name), torch.no_grad():
+            out, mask, _ = served.completion_logits([r.student_prompt for r in rows], [r.answer for r in rows],
+                                                    student=True)  # fmt: skip
+            logp[name] = torch.log_softmax(out, -1)
+
+    def kl(name: str) -> float:
+        p = logp["previous"]
+        return float(((p.exp() * (p - logp[name])).sum(-1) * mask).sum() / mask.sum())
+
+    assert kl("weighted") < 0.8 * kl("plain"), (kl("weighted"), kl("plain"))
