@@ -61,6 +61,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "retention.json")
     ap.add_argument("--registry", type=Path, help="keep the adapters here (default: a temporary folder)")
     ap.add_argument("--resume", action="store_true", help="continue the run `--out` and `--registry` hold")
+    ap.add_argument(
+        "--publish-all", action="store_true", help="a gate that passes every sleep (a lineage for bench/compaction.py)"
+    )
     args = ap.parse_args()
     log_interference()
 
@@ -73,6 +76,12 @@ def main() -> None:
         max_rank=args.max_rank, threads=args.threads or None,
     )  # fmt: skip
     cfg = dataclasses.replace(cfg, gate=dataclasses.replace(cfg.gate, max_new_tokens=args.max_new_tokens))
+    if args.publish_all:
+        big = 1e9  # finite: the limits are written into each version's metadata
+        gate = dataclasses.replace(
+            cfg.gate, min_recall_gain=-big, max_anchor_kl=big, max_base_kl=big, min_stored_kept=0.0
+        )
+        cfg = dataclasses.replace(cfg, gate=gate)
     state: dict[str, Any] = {"active": BASE, "pending": [], "rejections": 0}
     rows: list[dict[str, Any]] = []
     if args.resume:
