@@ -1,13 +1,11 @@
 """Capacity without loss: what cutting a lineage's adapter under the rank cap keeps.
 
-Takes a version from a retention run's registry (`bench/retention.py --registry DIR`; the run's facts are
-regenerated from the same --seed, --sleeps and --facts-per-sleep), cuts it to each of --ranks the two ways a
-sleep can (`SleepConfig.compaction`): "svd", the best approximation of the weights, and "inputs", the best on
-the inputs the version's stored facts and the replay feed each layer, measured as a sleep measures them
-(`consolidation.sleep.compaction_moments`). Each form, as served (the adapter unmerged on the fp32 base), answers
-the suite's probes of every fact of the run closed-book; the gate's anchors give its drift (KL per token)
-against the uncompacted version and against the base. No training: this isolates the cut a sleep past the
-cap starts from.
+Takes a version from a retention run's registry (`bench/retention.py --registry DIR`, `--publish-all` to reach
+the cap; the run's facts are regenerated from the same --seed, --sleeps and --facts-per-sleep) and cuts it to
+each of --ranks as a sleep past the cap does (`consolidation.experts.compact`, truncated SVD). Each form, as
+served (the adapter unmerged on the fp32 base), answers the suite's probes of every fact of the run
+closed-book; the gate's anchors give its drift (KL per token) against the uncut version and against the base.
+No training: this isolates the cut a sleep past the cap starts from (`consolidation.sleep.make_room`).
 
     .venv/bin/python -m bench.compaction --registry /tmp/runs/ret-s9 --seed 9 --sleeps 4 --ranks 48 32
 """
@@ -17,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +22,18 @@ import torch
 
 from bench.learning import RESULTS, ROOT, ask, score
 from bench.suite import generate
-from consolidation import factstore
 from consolidation.experts import compact, load_adapter, save_adapter
 from consolidation.gate import drift
 from consolidation.policy import ExpertConfig, Policy
-from consolidation.sleep import SleepConfig, base_replay, compaction_moments
+from consolidation.sleep import SleepConfig
 from sleepd.models import resolve_model
 from sleepd.registry import AdapterRegistry
 
 
-def paired(a: list[bool], b: list[bool]) -> dict[str, int]:
-    """Probes right under `a` only and under `b` only (the discordant pairs a sign test reads)."""
-    return {"a_only": sum(x and not y for x, y in zip(a, b, strict=True)),
-            "b_only": sum(y and not x for x, y in zip(a, b, strict=True))}  # fmt: skip
+def paired(cut: list[bool], full: list[bool]) -> dict[str, int]:
+    """Probes the cut form gets right that the uncut one does not, and the reverse (a sign test's pairs)."""
+    return {"gained": sum(x and not y for x, y in zip(cut, full, strict=True)),
+            "lost": sum(y and not x for x, y in zip(cut, full, strict=True))}  # fmt: skip
 
 
 def main() -> None:
@@ -60,24 +56,19 @@ def main() -> None:
     version = args.version or registry.versions()[-1].version
     meta, path = registry.get(version), registry.path(version)
     facts = generate(args.seed, args.sleeps * args.facts_per_sleep)
-    cfg = SleepConfig(expert=ExpertConfig(rank=16), threads=args.threads)
-    stored = factstore.load(meta.lineage)
-    t0 = time.perf_counter()
-    moments = compaction_moments(base, path, stored, base_replay(base, cfg), cfg)
-    measure_s = round(time.perf_counter() - t0, 1)
+    cfg = SleepConfig()
     full = load_adapter(path)
     out: dict[str, Any] = {
         "config": {k: str(v) for k, v in vars(args).items()}, "version": version, "rank": full.rank,
-        "stored_facts": len(stored), "measure_s": measure_s, "rows": [],
+        "stored_facts": len(meta.lineage.get("facts", [])), "rows": [],
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="sleepd-compaction-") as tmp:
         forms: dict[str, Path] = {"full": path}
         errors: dict[str, float] = {}
         for k in args.ranks:
-            for how, weights in (("svd", None), ("inputs", moments)):
-                cut, errors[f"{how}@{k}"] = compact(full, k, weights)
-                save_adapter(cut, Path(tmp) / f"{how}@{k}")
-                forms[f"{how}@{k}"] = Path(tmp) / f"{how}@{k}"
+            cut, errors[f"rank{k}"] = compact(full, k)
+            save_adapter(cut, Path(tmp) / f"rank{k}")
+            forms[f"rank{k}"] = Path(tmp) / f"rank{k}"
         served = Policy.serving(base, forms)
         anchors = [served.chat_ids([{"role": "user", "content": a}]) for a in cfg.anchors]
         items = [(f, p) for f in facts for p in f.probes]
@@ -96,7 +87,7 @@ def main() -> None:
             out["rows"].append(row)
             print(json.dumps(row), flush=True)
     for k in args.ranks:
-        out[f"inputs_vs_svd@{k}"] = paired(hits[f"inputs@{k}"], hits[f"svd@{k}"])
+        out[f"rank{k} vs uncut"] = paired(hits[f"rank{k}"], hits["full"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     print(json.dumps({k: v for k, v in out.items() if k != "rows"}), flush=True)

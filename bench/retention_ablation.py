@@ -3,7 +3,7 @@
 `bench/retention.py` builds sleep n on what sleep n-1 published; to ask why a sleep forgot, this reruns one of
 its sleeps from the same start adapter (copied out of the run's registry) on the same sessions, changing one
 setting (the null-space projection, the stored facts' rehearsal, whose answers the replay matches, the rank
-cap and how the start is cut under it), and scores the candidate (published or not) on sleep 1's probes, all
+cap), and scores the candidate (published or not) on sleep 1's probes, all
 earlier sleeps' and its own:
 
     .venv/bin/python -m bench.retention_ablation --start ADAPTER_DIR --group 3 --nullspace 0.9 --protect-stored
@@ -50,8 +50,6 @@ def main() -> None:
     ap.add_argument("--watch-scale", type=float, help="nats per token of excess rise doubling a weight")
     ap.add_argument("--watch-tokens", choices=("answer", "spans"), help="the watch's loss: whole answer or spans")
     ap.add_argument("--max-rank", type=int, default=SleepConfig.max_rank, help="compact past this rank")
-    ap.add_argument("--compaction", choices=("svd", "inputs"), default=SleepConfig.compaction,
-                    help="how the start adapter is cut under --max-rank (SleepConfig.compaction)")  # fmt: skip
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS / "retention-ablation.json")
@@ -64,8 +62,7 @@ def main() -> None:
     convs = sessions_with_replies(base, facts)  # all of them, as the run made them (batching changes replies)
     first, own, earlier = facts[:n], facts[(args.group - 1) * n : args.group * n], facts[: (args.group - 1) * n]
     nullspace = NullSpaceConfig(energy=args.nullspace, protect_stored=args.protect_stored) if args.nullspace else None
-    cfg = SleepConfig(expert=ExpertConfig(rank=16), nullspace=nullspace, threads=args.threads, max_rank=args.max_rank,
-                      compaction=args.compaction)  # fmt: skip
+    cfg = SleepConfig(expert=ExpertConfig(rank=16), nullspace=nullspace, threads=args.threads, max_rank=args.max_rank)
     if args.stored_batch is not None:
         cfg = dataclasses.replace(cfg, seeding=dataclasses.replace(cfg.seeding, stored_batch=args.stored_batch))
     if args.stored_known_weight is not None:

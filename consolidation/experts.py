@@ -8,12 +8,6 @@ concatenating the scaled B's gives one LoRA of rank sum(r_i) whose delta is the 
 saved as an ordinary PEFT adapter (scaling alpha / r = 1) that vLLM, PEFT and LoRAX load unchanged. When the
 total rank would pass the engine's cap, `compact` replaces the stack by the best rank-k approximation of the
 summed delta (truncated SVD, computed through QR of the thin factors so the full out x in matrix never forms).
-
-Given the layer's input second moments C = E[x x^T] (`moments`), the approximation is the best one *on those
-inputs* instead: argmin ||(delta - delta_k) x|| averaged over them, the truncated SVD of delta L (C = L L^T,
-Cholesky) mapped back by L^-1 (activation-aware compression, SVD-LLM: Wang et al., ICLR 2025). A plain SVD
-spends the kept rank on the delta's largest entries whatever inputs reach them; weighted, it keeps what the
-inputs the adapter was trained for (its stored facts, generic text) read through it.
 """
 
 from __future__ import annotations
@@ -105,14 +99,9 @@ def stack(experts: list[LoraAdapter]) -> LoraAdapter:
     return LoraAdapter(modules, dict(experts[-1].config))
 
 
-def compact(
-    adapter: LoraAdapter, max_rank: int, moments: dict[str, torch.Tensor] | None = None, ridge: float = 0.01
-) -> tuple[LoraAdapter, float]:
-    """Best rank-`max_rank` approximation of each module's delta: in Frobenius norm, or, for a module with an
-    input second moment in `moments` (in x in), on those inputs (the module docstring). `ridge` adds that
-    share of the moment's mean eigenvalue to every direction: no input direction is free to be lost, and the
-    Cholesky factor stays well conditioned. Returns it and the worst relative error over modules, in the norm
-    each was cut in (0 when nothing had to be cut)."""
+def compact(adapter: LoraAdapter, max_rank: int) -> tuple[LoraAdapter, float]:
+    """Best rank-`max_rank` approximation of each module's delta. Returns it and the worst relative error
+    ||delta - delta_k||_F / ||delta||_F over modules (0 when nothing had to be cut)."""
     modules: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     worst = 0.0
     for mod, (a, b) in adapter.modules.items():
@@ -120,12 +109,6 @@ def compact(
             modules[mod] = (a, b)
             continue
         a64, b64 = a.double(), b.double()
-        chol = None
-        if moments is not None and mod in moments:
-            c = moments[mod].double()
-            c = c / (c.trace() / c.shape[0]).clamp_min(1e-12) + ridge * torch.eye(c.shape[0], dtype=c.dtype)
-            chol = torch.linalg.cholesky(c)  # C = L L^T; ||(delta - delta_k) L||_F is the error on the inputs
-            a64 = a64 @ chol
         qb, rb = torch.linalg.qr(b64)  # B = Qb Rb
         qa, ra = torch.linalg.qr(a64.T)  # A^T = Qa Ra  ->  delta = Qb (Rb Ra^T) Qa^T
         u, s, vh = torch.linalg.svd(rb @ ra.T)
@@ -135,10 +118,7 @@ def compact(
             worst = max(worst, float(s[max_rank:].square().sum().sqrt()) / total)
         root = kept.sqrt()
         new_b = (qb @ u[:, :max_rank]) * root  # out x k
-        rows = vh[:max_rank] @ qa.T  # k x in, in the weighted coordinates when `chol`
-        if chol is not None:  # back to the layer's own inputs: rows L^-1, by a triangular solve (L^T X^T = rows^T)
-            rows = torch.linalg.solve_triangular(chol.T, rows.T, upper=True).T
-        new_a = root[:, None] * rows
+        new_a = root[:, None] * (vh[:max_rank] @ qa.T)  # k x in
         modules[mod] = (new_a.float(), new_b.float())
     return LoraAdapter(modules, dict(adapter.config)), worst
 

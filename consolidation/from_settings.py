@@ -43,6 +43,5 @@ def sleep_config(
         drift=DriftBudget(max_kl=settings.sleep_drift_budget) if settings.sleep_drift_budget > 0 else None,
         nullspace=NullSpaceConfig(energy=energy) if energy > 0 else None,
         precision=settings.sleep_precision,
-        compaction=settings.sleep_compaction,
         tenant=tenant,
     )

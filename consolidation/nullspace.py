@@ -56,16 +56,19 @@ def _expert_layers(policy: Policy) -> dict[str, torch.nn.Module]:
 
 
 @torch.no_grad()
-def input_moments(policy: Policy, sets: list[list[Target]]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Each adapted layer's input second moment over the sequences of `sets` (prompt and answer, one at a time:
-    no padding enters the statistics), as the teacher view computes them: each set's mean per token, summed, so
-    a few short sequences weigh as much as many long ones. Layers fed the very same tensor (q/k/v, gate/up)
-    share one moment, kept under the first one's name; the second dict maps every layer to that name."""
+def generic_projector(
+    policy: Policy, generic: list[Target], cfg: NullSpaceConfig, protected: list[Target] | None = None
+) -> InputProjector:
+    """Measure each adapted layer's inputs on `generic` sequences (one at a time: no padding enters the
+    statistics), and build the projector that removes their leading directions from the expert's A.
+    `protected` (earlier sleeps' facts) weighs as much as all of `generic` together, token for token: a few
+    short fact questions would otherwise vanish beside the replay's longer answers."""
     layers = _expert_layers(policy)
     moments: dict[str, torch.Tensor] = {}
     group: dict[str, torch.Tensor] = {}
-    # The shared input is found in the first forward pass by its identity. `live` holds each input until the
-    # pass ends, so no freed tensor's id can be reused by another layer's input meanwhile.
+    # Layers fed the very same tensor (q/k/v, gate/up) share one moment and one eigendecomposition: found in
+    # the first forward pass by the input's identity. `live` holds each input until the pass ends, so no freed
+    # tensor's id can be reused by another layer's input meanwhile.
     same: dict[str, str] = {}
     live: dict[int, tuple[str, torch.Tensor]] = {}
 
@@ -81,30 +84,17 @@ def input_moments(policy: Policy, sets: list[list[Target]]) -> tuple[dict[str, t
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
     try:
-        for targets in sets:
+        for targets in (generic, protected or []):
             group.clear()
             for t in targets:
                 policy.completion_logits([t.student_prompt], [t.answer], student=False)
                 live.clear()
             tokens = sum(len(t.student_prompt) + len(t.answer) for t in targets)
-            for name, m2 in group.items():
+            for name, m2 in group.items():  # each set's mean second moment per token
                 moments[name] = moments.get(name, 0) + m2 / max(tokens, 1)
     finally:
         for h in handles:
             h.remove()
-    return moments, same
-
-
-@torch.no_grad()
-def generic_projector(
-    policy: Policy, generic: list[Target], cfg: NullSpaceConfig, protected: list[Target] | None = None
-) -> InputProjector:
-    """Measure each adapted layer's inputs on `generic` sequences, and build the projector that removes their
-    leading directions from the expert's A. `protected` (earlier sleeps' facts) weighs as much as all of
-    `generic` together, token for token (`input_moments`): a few short fact questions would otherwise vanish
-    beside the replay's longer answers."""
-    layers = _expert_layers(policy)
-    moments, same = input_moments(policy, [generic, protected or []])
 
     pairs: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
     shares: dict[str, list[float]] = {}

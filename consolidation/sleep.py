@@ -28,7 +28,7 @@ from consolidation.drift import DriftBudget, DriftGuard
 from consolidation.experts import compact, load_adapter, save_adapter, stack
 from consolidation.gate import GateConfig, GateReport, closed_book_answers, evaluate
 from consolidation.interference import InterferenceWatch, WatchConfig
-from consolidation.nullspace import NullSpaceConfig, generic_projector, input_moments
+from consolidation.nullspace import NullSpaceConfig, generic_projector
 from consolidation.policy import ExpertConfig, Policy, Precision
 from consolidation.seeding import SeedingConfig, seed_knowledge, verifier_score
 from consolidation.sessions import Memory, memories
@@ -77,10 +77,6 @@ class SleepConfig:
     store_cap: int = 5000  # facts carried in an adapter's lineage
     top_k: int = 16  # teacher log-probabilities kept per answer token
     max_rank: int = 64  # the serving engine's max LoRA rank: compact past it
-    # How the previous adapter is cut to make room under `max_rank`: "svd", the best approximation of its weights;
-    # "inputs", the best on the inputs its stored facts and the replay feed each layer (`compaction_moments`).
-    compaction: Literal["svd", "inputs"] = "svd"
-    compaction_facts: int = 256  # stored facts whose questions measure those inputs (a sample, by `seed`)
     anchors: tuple[str, ...] = ANCHOR_PROMPTS  # drift is measured here (never trained on)
     replay: tuple[str, ...] = REPLAY_PROMPTS  # rehearsed during training
     # Whose answers the replay matches in a later sleep: "base" (the original base) pulls generic answers back
@@ -237,17 +233,14 @@ def _run(
     report("prepare", 0.0, step="load")
     # Room for the new expert under the engine's rank cap is made *before* training: the student then learns on
     # top of the compacted previous adapter, and replaying the stored facts re-teaches what compaction lost.
+    start, compaction_error = make_room(previous, work / "previous", cfg.max_rank - cfg.expert.rank)
+    # The original base answers the replay before the training copy loads: never two models in memory at once.
+    replay = base_replay(base_model, cfg) if previous is not None and cfg.replay_from == "base" else None
+    policy = Policy(base_model, start, cfg.expert, seed=cfg.seed, precision=cfg.precision)
+    session_tokens = sum(len(policy.tokenizer(m.render())["input_ids"]) for m in mems)
     found = [s for m in mems for s in statements(m)]
     stored_all = factstore.load(parent_meta.lineage) if parent_meta else []
     kept, retired = factstore.retire(stored_all, found)
-    # The original base answers the replay before the training copy loads: never two models in memory at once.
-    replay = base_replay(base_model, cfg) if previous is not None and cfg.replay_from == "base" else None
-    measure = None
-    if cfg.compaction == "inputs" and previous is not None:
-        measure = lambda: compaction_moments(base_model, previous, kept, replay, cfg)  # noqa: E731
-    start, compaction_error = make_room(previous, work / "previous", cfg.max_rank - cfg.expert.rank, measure)
-    policy = Policy(base_model, start, cfg.expert, seed=cfg.seed, precision=cfg.precision)
-    session_tokens = sum(len(policy.tokenizer(m.render())["input_ids"]) for m in mems)
     if not found:
         report("done", 1.0, passed=False)
         clock.lap("prepare")
@@ -513,36 +506,17 @@ def stored_targets(policy: Policy, kept: list[factstore.StoredFact], probe: list
     return out
 
 
-def make_room(
-    previous: Path | None, out: Path, room: int, moments: Callable[[], dict[str, torch.Tensor]] | None = None
-) -> tuple[Path | None, float]:
+def make_room(previous: Path | None, out: Path, room: int) -> tuple[Path | None, float]:
     """The adapter a sleep starts from: the previous one, or its best rank-`room` approximation (SVD) when the
-    new expert would not fit beside it under the rank cap, on the layers' inputs `moments` measures when given
-    (called only then: it loads a model). Returns it and the compaction error (0: none)."""
+    new expert would not fit beside it under the rank cap. Returns it and the compaction error (0: none)."""
     if previous is None:
         return None, 0.0
     adapter = load_adapter(previous)
     if adapter.rank <= room:
         return previous, 0.0
-    compacted, error = compact(adapter, room, moments() if moments else None)
+    compacted, error = compact(adapter, room)
     save_adapter(compacted, out)
     return out, error
-
-
-def compaction_moments(
-    base_model: Path, previous: Path, kept: list[factstore.StoredFact], replay: list[Target] | None, cfg: SleepConfig
-) -> dict[str, torch.Tensor]:
-    """Each adapted layer's input second moment (by adapter module name) under the uncompacted previous version,
-    over what that version was made to do: answer its stored facts (a sample of `compaction_facts`, each
-    question it was trained on with its statement) and the replay (generic text, as the sleep replays it), the
-    two weighed equally (`input_moments`). Loads its own fp32 copy and frees it before the training copy loads."""
-    policy = Policy(base_model, previous, cfg.expert, seed=cfg.seed)
-    chosen = random.Random(cfg.seed).sample(kept, min(cfg.compaction_facts, len(kept)))
-    facts = [make_target(policy, f.text, (f.statement(),), q, "asked") for f in chosen for q in f.questions]
-    if replay is None:  # `replay_from` "previous": the sleep replays this very version's answers
-        replay = replay_targets(policy, list(cfg.replay), cfg.seeding.max_new_tokens, cfg.top_k)
-    moments, same = input_moments(policy, [replay, facts])
-    return {name: moments[key] for name, key in same.items()}
 
 
 def package(policy: Policy, start: Path | None, work: Path) -> Path:

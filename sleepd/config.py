@@ -104,12 +104,6 @@ class Settings(BaseSettings):
         " where the CPU has bf16 instructions (the gate judges in fp32 either way; ~0.86x the time, learning not"
         " yet shown equal, see docs/BENCHMARKS.md); 'fp32' never.",
     )
-    sleep_compaction: Literal["svd", "inputs"] = Field(
-        "svd",
-        description="How a sleep past the engine's max LoRA rank cuts the previous adapter to make room: 'svd',"
-        " the best approximation of its weights; 'inputs', the best on the inputs its stored facts and generic"
-        " text feed each layer (see docs/BENCHMARKS.md, 'Capacity without loss').",
-    )
     sleep_rank: int = 16
     sleep_asked_per_statement: int = Field(4, description="Questions the model writes about each statement.")
     sleep_max_new_tokens: int = Field(40, description="Length of sampled answers and questions during a sleep.")

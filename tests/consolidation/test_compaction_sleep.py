@@ -1,6 +1,5 @@
-"""A sleep past the engine's rank cap, on the tiny model: it cuts the previous version to make room (weighted
-by the inputs its stored facts feed it, `SleepConfig.compaction` "inputs") and the adapter it hands the gate
-fits under the cap."""
+"""A sleep past the engine's rank cap, on the tiny model: it cuts the previous version to make room and the
+adapter it hands the gate fits under the cap."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from sleepd.registry import AdapterRegistry, Expert
 from sleepd.testing import build_random_lora
 
 
-def test_a_sleep_past_the_cap_compacts_on_the_stored_facts_inputs(tiny_model: Path, tmp_path: Path) -> None:
+def test_a_sleep_past_the_cap_hands_the_gate_an_adapter_under_it(tiny_model: Path, tmp_path: Path) -> None:
     experts = [build_random_lora(tiny_model, tmp_path / f"e{i}", rank=8, seed=i, scale=0.05) for i in range(3)]
     save_adapter(stack([load_adapter(e) for e in experts]), tmp_path / "previous")  # rank 24
     stored = StoredFact("s0", "Mira keeps the lighthouse on Vell.", ("Mira", "Vell"), "src", ("Who keeps it?",))
@@ -30,7 +29,7 @@ def test_a_sleep_past_the_cap_compacts_on_the_stored_facts_inputs(tiny_model: Pa
               {"role": "assistant", "content": "Noted: the Oskar Pier is 834 metres long."}]]  # fmt: skip
     cfg = SleepConfig(
         expert=ExpertConfig(rank=8), seeding=SeedingConfig(steps=2), dreaming=DreamingConfig(rounds=0), max_rank=24,
-        compaction="inputs", keep_candidate=tmp_path / "candidate", threads=1,
+        keep_candidate=tmp_path / "candidate", threads=1,
     )  # fmt: skip
     report = run_sleep(tiny_model, records_of(convs, "cap"), registry, previous.version, cfg)
 
