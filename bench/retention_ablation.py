@@ -3,8 +3,7 @@
 `bench/retention.py` builds sleep n on what sleep n-1 published; to ask why a sleep forgot, this reruns one of
 its sleeps from the same start adapter (copied out of the run's registry) on the same sessions, changing one
 setting (the null-space projection, the stored facts' rehearsal, whose answers the replay matches, the rank
-cap), and scores the candidate (published or not) on sleep 1's probes, all
-earlier sleeps' and its own:
+cap), and scores the candidate (published or not) on sleep 1's probes, all earlier sleeps' and its own:
 
     .venv/bin/python -m bench.retention_ablation --start ADAPTER_DIR --group 3 --nullspace 0.9 --protect-stored
 """

@@ -29,7 +29,7 @@ def test_a_sleep_past_the_cap_hands_the_gate_an_adapter_under_it(tiny_model: Pat
               {"role": "assistant", "content": "Noted: the Oskar Pier is 834 metres long."}]]  # fmt: skip
     cfg = SleepConfig(
         expert=ExpertConfig(rank=8), seeding=SeedingConfig(steps=2), dreaming=DreamingConfig(rounds=0), max_rank=24,
-        keep_candidate=tmp_path / "candidate", threads=1,
+        keep_candidate=tmp_path / "candidate",
     )  # fmt: skip
     report = run_sleep(tiny_model, records_of(convs, "cap"), registry, previous.version, cfg)
 
