@@ -97,8 +97,8 @@ class SleepConfig:
     threads: int | None = None
     # "auto": train and sample in bf16 with fp32 trainable weights where the CPU has bf16 instructions; "fp32"
     # (the default): never. The gate judges in fp32 either way, as vLLM serves (`consolidation.policy`). Mixed
-    # precision made the sleep 0.86x (SQuAD's 1,405 s per 1k) but the report seed read 20/64 against fp32's
-    # 26/64 (anchor KL 0.075 vs 0.062): not the default until that is understood (docs/BENCHMARKS.md).
+    # precision made the sleep 0.60-0.86x (SQuAD's 1,405 s per 1k) but the report seed read 20/64 against fp32's
+    # 26/64 and seed 8 20/64 against 28/64: not the default until that is understood (docs/BENCHMARKS.md).
     precision: Precision = "fp32"
     seed: int = 0
     tenant: str = "default"  # whose lineage the published version joins (registry metadata)

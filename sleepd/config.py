@@ -101,8 +101,8 @@ class Settings(BaseSettings):
     sleep_precision: Literal["auto", "fp32"] = Field(
         "fp32",
         description="Training arithmetic on a CPU: 'auto' trains and samples in bf16 with fp32 trainable weights"
-        " where the CPU has bf16 instructions (the gate judges in fp32 either way; ~0.86x the time, learning not"
-        " yet shown equal, see docs/BENCHMARKS.md); 'fp32' never.",
+        " where the CPU has bf16 instructions (the gate judges in fp32 either way; 0.6-0.86x the time, but it"
+        " learned less on two seeds of three, see docs/BENCHMARKS.md); 'fp32' never.",
     )
     sleep_rank: int = 16
     sleep_asked_per_statement: int = Field(4, description="Questions the model writes about each statement.")
