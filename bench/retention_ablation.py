@@ -38,9 +38,7 @@ def main() -> None:
     ap.add_argument("--nullspace", type=float, default=NullSpaceConfig.energy, help="projection energy (0: off)")
     ap.add_argument("--protect-stored", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--stored-batch", type=int, help="stored facts per training step (default: SeedingConfig's)")
-    ap.add_argument("--w-stored", type=float, help="loss weight of a stored fact's tokens (default: SeedingConfig's)")
     ap.add_argument("--stored-known-weight", type=float, help="draw weight of a stored fact still recalled")
-    ap.add_argument("--stored-cloze", type=int, help="fill-in-the-blank targets per span of a replayed stored fact")
     ap.add_argument("--replay-from", choices=("previous", "base"), help="whose answers the generic replay matches")
     ap.add_argument(
         "--watch",
@@ -66,12 +64,8 @@ def main() -> None:
     cfg = SleepConfig(expert=ExpertConfig(rank=16), nullspace=nullspace, threads=args.threads, max_rank=args.max_rank)
     if args.stored_batch is not None:
         cfg = dataclasses.replace(cfg, seeding=dataclasses.replace(cfg.seeding, stored_batch=args.stored_batch))
-    if args.w_stored is not None:
-        cfg = dataclasses.replace(cfg, seeding=dataclasses.replace(cfg.seeding, w_stored=args.w_stored))
     if args.stored_known_weight is not None:
         cfg = dataclasses.replace(cfg, stored_known_weight=args.stored_known_weight)
-    if args.stored_cloze is not None:
-        cfg = dataclasses.replace(cfg, stored_cloze_per_span=args.stored_cloze)
     if not args.watch:
         cfg = dataclasses.replace(cfg, watch=None)
     elif cfg.watch is not None:

@@ -121,9 +121,9 @@ def dream(
                 )
                 loss = loss - sequence_logprob(logits, toks, mask).mean()
             again = balanced_sample(rng, failed, lambda p: p.key, cfg.batch)
-            old = weighted_sample(rng, stored or [], seeding_cfg.stored_batch)
-            if again or old:
-                loss = loss + distill(policy, again + old, seeding_cfg, stored=len(old))[0]
+            again += weighted_sample(rng, stored or [], seeding_cfg.stored_batch)
+            if again:
+                loss = loss + distill(policy, again, seeding_cfg)[0]
             if cfg.w_replay > 0:
                 loss = loss + cfg.w_replay * replay_loss(policy, replay, rng, seeding_cfg, cfg.batch)[0]
             opt.zero_grad(set_to_none=True)

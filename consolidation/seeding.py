@@ -69,8 +69,6 @@ class SeedingConfig:
     evidence_scale: float = 2.0  # nats of evidence for full weight
     verifier_bonus: float = 1.0  # on-policy reward for stating the statement's specifics
     w_distill: float = 1.0
-    # Weight of an earlier sleep's stored fact's tokens against a new fact's, in the same distillation loss.
-    w_stored: float = 1.0
     w_rkl: float = 0.5
     w_pg: float = 0.2
     w_replay: float = 1.0
@@ -99,10 +97,9 @@ class StepLog:
     tokens: int
 
 
-def distill(policy: Policy, targets: list[Target], cfg: SeedingConfig, hard: float | None = None,
-            stored: int = 0) -> tuple[torch.Tensor, int]:  # fmt: skip
-    """The evidence-weighted distillation loss of the student on these targets, and its token count. The last
-    `stored` targets are earlier sleeps' facts: their tokens weigh `cfg.w_stored` times as much."""
+def distill(policy: Policy, targets: list[Target], cfg: SeedingConfig, hard: float | None = None
+            ) -> tuple[torch.Tensor, int]:  # fmt: skip
+    """The evidence-weighted distillation loss of the student on these targets, and its token count."""
     logits, mask, toks = policy.completion_logits(
         [t.student_prompt for t in targets], [t.answer for t in targets], student=True
     )
@@ -117,8 +114,6 @@ def distill(policy: Policy, targets: list[Target], cfg: SeedingConfig, hard: flo
         ids[i, :n], logp[i, :n] = t.topk_ids, t.topk_logp
         weights[i, :n] = 1.0 if t.evidence is None else evidence_weights(t.evidence, cfg.evidence_floor,
                                                                           cfg.evidence_scale)  # fmt: skip
-        if i >= len(targets) - stored:
-            weights[i, :n] *= cfg.w_stored
     return distill_loss(logits, toks, ids, logp, weights, mask, cfg.hard if hard is None else hard), int(mask.sum())
 
 
@@ -155,7 +150,7 @@ def seed_knowledge(
         old = weighted_sample(rng, stored, cfg.stored_batch)
 
         # 1 + 2. off-policy: the statements, distilled from the teacher with the session in context.
-        dist, n = distill(policy, batch + old, cfg, stored=len(old)) if cfg.w_distill > 0 else (torch.zeros(()), 0)
+        dist, n = distill(policy, batch + old, cfg) if cfg.w_distill > 0 else (torch.zeros(()), 0)
         tokens += n
 
         # 3 + 4. on-policy: student samples, graded token by token (reverse KL) and as sequences (reward).

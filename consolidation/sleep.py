@@ -74,11 +74,6 @@ class SleepConfig:
     # How often a stored fact the model still recalls is drawn (a lost one: 1). The ones it still recalls are the
     # ones a same-kind sleep overwrites, so they are rehearsed as much (0.3 lost more: docs/BENCHMARKS.md).
     stored_known_weight: float = 1.0
-    # Fill-in-the-blank targets per span of each replayed stored fact (0: its asked and keyed questions only).
-    # A new fact of the same kind overwrites the stored one's reverse (attribute -> name) association: seed 9's
-    # sleep 2 answered "Which event takes place on April 14?" with the new Gyckbral Regatta. The blank asks that
-    # way round, as this sleep's own facts are trained (`cloze_per_span`).
-    stored_cloze_per_span: int = 0
     store_cap: int = 5000  # facts carried in an adapter's lineage
     top_k: int = 16  # teacher log-probabilities kept per answer token
     max_rank: int = 64  # the serving engine's max LoRA rank: compact past it
@@ -505,8 +500,6 @@ def stored_targets(policy: Policy, kept: list[factstore.StoredFact], probe: list
         st = fact.statement()
         made = [make_target(policy, fact.text, (st,), q, "asked") for q in fact.questions]
         made += keyed_targets(policy, [st], 1, rng)
-        if cfg.stored_cloze_per_span > 0:
-            made += cloze_targets(policy, [st], cfg.stored_cloze_per_span, rng)
         for t in made:
             t.weight = weight
         out += made

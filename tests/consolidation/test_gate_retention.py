@@ -141,19 +141,3 @@ def test_a_fact_with_no_span_and_no_trained_question_is_skipped_not_fatal(tiny_m
     replayed = stored_targets(policy, [bare, keyed], trained, SleepConfig(), random.Random(0))
     assert replayed and {t.statements[0].text for t in replayed} == {keyed.text}
     assert stored_targets(policy, [bare], [None], SleepConfig(), random.Random(0)) == []
-
-
-def test_stored_facts_can_be_replayed_the_other_way_round(tiny_model: Path) -> None:
-    # A new fact of the same kind takes over a stored one's reverse question ("Which event takes place on April
-    # 14?" answered with the new event): the blank replays the stored fact from its attribute to its name.
-    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
-    stored = StoredFact("s1", "The Kroxhea Gala takes place on April 14.", ("Kroxhea Gala", "April 14"), "src",
-                        ("When is the Kroxhea Gala?",))  # fmt: skip
-    trained = stored_probes(policy, [stored])
-    plain = stored_targets(policy, [stored], trained, SleepConfig(), random.Random(0))
-    assert "cloze" not in {t.kind for t in plain}
-    both = stored_targets(policy, [stored], trained, SleepConfig(stored_cloze_per_span=1), random.Random(0))
-    blanks = [t.question for t in both if t.kind == "cloze"]
-    assert len(blanks) == 2  # one per span
-    assert any("___ takes place on April 14" in q for q in blanks), blanks
-    assert any("Kroxhea Gala takes place on ___" in q for q in blanks), blanks
