@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--nullspace", type=float, default=NullSpaceConfig.energy, help="projection energy (0: off)")
     ap.add_argument("--protect-stored", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--stored-batch", type=int, help="stored facts per training step (default: SeedingConfig's)")
+    ap.add_argument("--stored-transfer", type=int, help="stored facts asked in each new question's wording")
     ap.add_argument("--stored-known-weight", type=float, help="draw weight of a stored fact still recalled")
     ap.add_argument("--replay-from", choices=("previous", "base"), help="whose answers the generic replay matches")
     ap.add_argument(
@@ -64,6 +65,8 @@ def main() -> None:
     cfg = SleepConfig(expert=ExpertConfig(rank=16), nullspace=nullspace, threads=args.threads, max_rank=args.max_rank)
     if args.stored_batch is not None:
         cfg = dataclasses.replace(cfg, seeding=dataclasses.replace(cfg.seeding, stored_batch=args.stored_batch))
+    if args.stored_transfer is not None:
+        cfg = dataclasses.replace(cfg, stored_transfer=args.stored_transfer)
     if args.stored_known_weight is not None:
         cfg = dataclasses.replace(cfg, stored_known_weight=args.stored_known_weight)
     if not args.watch:

@@ -43,6 +43,7 @@ from consolidation.targets import (
     keyed_targets,
     make_target,
     replay_targets,
+    transfer_targets,
 )
 from sleepd.records import ExchangeRecord
 from sleepd.registry import BASE, AdapterMeta, AdapterRegistry, Expert, base_model_fingerprint
@@ -74,6 +75,8 @@ class SleepConfig:
     # How often a stored fact the model still recalls is drawn (a lost one: 1). The ones it still recalls are the
     # ones a same-kind sleep overwrites, so they are rehearsed as much (0.3 lost more: docs/BENCHMARKS.md).
     stored_known_weight: float = 1.0
+    # Stored facts asked in this sleep's own wordings, per new question (`targets.transfer_targets`; 0: off).
+    stored_transfer: int = 0
     store_cap: int = 5000  # facts carried in an adapter's lineage
     top_k: int = 16  # teacher log-probabilities kept per answer token
     max_rank: int = 64  # the serving engine's max LoRA rank: compact past it
@@ -392,6 +395,10 @@ def prepare(
     on_progress(0.3, "stored facts")
     probe = stored_probes(policy, kept)
     stored = stored_targets(policy, kept, probe, cfg, rng)
+    if cfg.stored_transfer > 0 and kept:
+        never = {q.lower() for f in kept for q, _ in f.probes}  # held out: never trained on, in any sleep
+        moved = transfer_targets(policy, targets, [f.statement() for f in kept], cfg.stored_transfer)
+        stored += [t for t in moved if t.question.lower() not in never]
     # Its own generator: the sample must not shift the training targets' draws.
     sample = random.Random(cfg.seed).sample(range(len(kept)), min(cfg.gate.stored_sample, len(kept)))
     checks: list[Target] = []

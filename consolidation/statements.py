@@ -209,6 +209,14 @@ def statements(memory: Memory) -> list[Statement]:
     return supersede(found)
 
 
+def span_shape(span: str) -> str:
+    """What kind of specific a span is: "date" (a month first), "digit" (a code, number, time), else "name"."""
+    words = span.split()
+    if words and words[0].lower() in _MONTHS:
+        return "date"
+    return "digit" if any(c.isdigit() for c in span) else "name"
+
+
 def span_pattern(span: str) -> re.Pattern[str]:
     """Where a span occurs in a text: whole words, any case ("quokka-3" is not inside "quokka-35")."""
     return re.compile(r"(?<![\w-])" + re.escape(span) + r"(?![\w-])", re.I)

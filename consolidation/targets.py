@@ -14,6 +14,9 @@ Questions come two ways:
   would use ("What is the wifi password for the cabin?"), kept when they are about the statement (they share
   a span or two content words with it) and leave something to answer (not every span in the question).
 
+Earlier sleeps' stored facts are replayed the same way (`sleep.stored_targets`); opt-in, `transfer_targets`
+also asks them in this sleep's own wordings (a stored date put where the new question names its date).
+
 Per answer token the teacher's top-k log-probabilities (with the session) and the *evidence* are computed
 once: evidence = log p(token | session, question) - log p(token | question), how much the session supports
 the token. Fact tokens carry it; the rest is left to replay (losses.distill_loss).
@@ -31,7 +34,7 @@ import torch
 
 from consolidation.policy import Policy
 from consolidation.questions import answer_prompt, clean_question, statement_prompt
-from consolidation.statements import Statement, span_pattern, states_span
+from consolidation.statements import Statement, span_pattern, span_shape, states_span
 
 KEYED_TEMPLATES: tuple[str, ...] = (
     "What do you know about {}?",
@@ -208,6 +211,53 @@ def about(question: str, statement: Statement, *, exact: bool = False) -> bool:
         return bool(spans_in)
     shared = _content(question) & _content(statement.text)
     return bool(spans_in) or len(shared) >= 2
+
+
+def transfer_targets(policy: Policy, new: list[Target], stored: list[Statement], per_target: int) -> list[Target]:
+    """Each new target's question asked again about confusable stored facts: where the question names a span of
+    its statement, that span swapped for a stored statement's span of the same shape (a date for a date, a code
+    or number for one, a name for a name), answered by the stored statement. Confusable: the two statements share
+    a content word besides their spans ("takes place", "metres"). Up to `per_target` stored facts per question,
+    the most words shared first.
+
+    Why: a new fact's training generalises to its own wordings. After seed 9's sleep 2 learned "The Gyckbral
+    Regatta takes place on December 10", the model answered "Which event takes place on April 14?" with it, and
+    replaying the stored Kroxhea Gala's own questions, as blanks too, did not hold that (docs/BENCHMARKS.md, "The
+    reverse overwrite"). Here the new fact's wordings are trained, in the same steps, to lead from the older
+    date to the older name."""
+    out: list[Target] = []
+    seen: set[str] = set()
+    words = {st.text: _content(_strip_spans(st)) for st in stored}
+    for t in new:
+        own = t.statements[0]
+        mine = _content(_strip_spans(own))
+        for span in own.spans:
+            if not span_pattern(span).search(t.question):
+                continue
+            near = sorted(
+                ((len(mine & words[st.text]), st) for st in stored if st.text != own.text and mine & words[st.text]),
+                key=lambda pair: -pair[0],
+            )
+            chosen = 0
+            for _, st in near:
+                other = next((o for o in st.spans if span_shape(o) == span_shape(span) and o.lower() != span.lower()),
+                             None)  # fmt: skip
+                if other is None or chosen >= per_target:
+                    continue
+                question = span_pattern(span).sub(other.replace("\\", r"\\"), t.question, count=1)
+                if question.lower() in seen:
+                    continue
+                seen.add(question.lower())
+                out.append(make_target(policy, st.text, (st,), question, "transfer"))
+                chosen += 1
+    return out
+
+
+def _strip_spans(st: Statement) -> str:
+    text = st.text
+    for span in st.spans:
+        text = span_pattern(span).sub(" ", text)
+    return text
 
 
 def _content(text: str) -> set[str]:

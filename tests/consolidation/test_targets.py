@@ -9,7 +9,7 @@ import pytest
 
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.statements import Statement
-from consolidation.targets import about, attach_teacher, cloze_targets, keyed_targets
+from consolidation.targets import about, attach_teacher, cloze_targets, keyed_targets, make_target, transfer_targets
 
 CODE = Statement("s1", "The access code for Neakound Boathouse is jundmyr-66.", ("Neakound Boathouse", "jundmyr-66"),
                  "src")  # fmt: skip
@@ -98,3 +98,20 @@ def test_the_store_keeps_every_spare_question_as_a_later_retention_probe(
     assert [t.question for t in prep.targets if t.kind == "asked"] == [written[1].question]
     assert prep.questions[build.text] == [written[1].question]
     assert prep.heldout[build.text] == [(a.question, a.span) for a in (written[0], *written[2:])]
+
+
+def test_a_new_facts_wording_is_asked_of_the_confusable_stored_facts(tiny_model: Path) -> None:
+    # The new event's questions, asked of the stored event (same kind: both "take place"), swap a date for a
+    # date and a name for a name; the tunnel shares no words with the event and is left alone.
+    policy = Policy(tiny_model, None, ExpertConfig(rank=2))
+    new = Statement("s3", "The Gyckbral Regatta takes place on December 10.", ("Gyckbral Regatta", "December 10"),
+                    "src")  # fmt: skip
+    gala = Statement("s1", "The Kroxhea Gala takes place on April 14 this year.", ("Kroxhea Gala", "April 14"), "src")
+    asked = [make_target(policy, new.text, (new,), q, "asked")
+             for q in ("Which event takes place on December 10?", "When does the Gyckbral Regatta take place?",
+                       "What happens this winter?")]  # fmt: skip
+    moved = transfer_targets(policy, asked, [TUNNEL, gala], 2)
+    assert [t.question for t in moved] == ["Which event takes place on April 14?",
+                                           "When does the Kroxhea Gala take place?"]  # fmt: skip
+    assert all(t.statements == (gala,) and t.kind == "transfer" for t in moved)
+    assert transfer_targets(policy, asked, [TUNNEL], 2) == []
