@@ -63,7 +63,7 @@ class Target:
     key: str  # what the target is about: the statement's text, or the span for keyed questions
     statements: tuple[Statement, ...]
     question: str
-    kind: str  # "keyed" or "asked"
+    kind: str  # "keyed", "asked", "cloze" or "transfer"
     student_prompt: list[int]
     teacher_prompt: list[int]
     answer: list[int]  # the statements' text + end of turn
@@ -217,8 +217,8 @@ def transfer_targets(policy: Policy, new: list[Target], stored: list[Statement],
     """Each new target's question asked again about confusable stored facts: where the question names a span of
     its statement, that span swapped for a stored statement's span of the same shape (a date for a date, a code
     or number for one, a name for a name), answered by the stored statement. Confusable: the two statements share
-    a content word besides their spans ("takes place", "metres"). Up to `per_target` stored facts per question,
-    the most words shared first.
+    a content word besides their spans ("takes place", "metres"). Up to `per_target` stored facts per span the
+    question names, the most words shared first.
 
     Why: a new fact's training generalises to its own wordings. After seed 9's sleep 2 learned "The Gyckbral
     Regatta takes place on December 10", the model answered "Which event takes place on April 14?" with it, and
