@@ -231,18 +231,20 @@ def transfer_targets(policy: Policy, new: list[Target], stored: list[Statement],
     for t in new:
         own = t.statements[0]
         mine = _content(_strip_spans(own))
+        near = sorted(
+            ((len(mine & words[st.text]), st) for st in stored if st.text != own.text and mine & words[st.text]),
+            key=lambda pair: -pair[0],
+        )
         for span in own.spans:
             if not span_pattern(span).search(t.question):
                 continue
-            near = sorted(
-                ((len(mine & words[st.text]), st) for st in stored if st.text != own.text and mine & words[st.text]),
-                key=lambda pair: -pair[0],
-            )
             chosen = 0
             for _, st in near:
+                if chosen >= per_target:
+                    break
                 other = next((o for o in st.spans if span_shape(o) == span_shape(span) and o.lower() != span.lower()),
                              None)  # fmt: skip
-                if other is None or chosen >= per_target:
+                if other is None:
                     continue
                 question = span_pattern(span).sub(other.replace("\\", r"\\"), t.question, count=1)
                 if question.lower() in seen:
