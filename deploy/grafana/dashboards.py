@@ -31,6 +31,12 @@ from grafana_foundation_sdk.models.common import (
     VizOrientation,
 )
 
+from sleepd.config import Settings
+
+# The thresholds drawn are the shipped defaults, read from the settings so a changed default redraws them.
+MIN_PENDING_TOKENS = Settings.model_fields["sleep_min_pending_tokens"].default
+MAX_FAILURES = Settings.model_fields["sleep_max_failures"].default
+
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 # The data source that provisioning/datasources/prometheus.yaml creates, referenced by uid (stable across installs).
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="prometheus")
@@ -241,13 +247,13 @@ def sleep() -> dashboard.Dashboard:
         single("Pending sessions", "Logged exchanges not yet consolidated.",
                q("max(sleepd_sleep_pending_records)")),
         single("Pending tokens", "Tokens of those exchanges (a scheduled sleep needs "
-               "SLEEPD_SLEEP_MIN_PENDING_TOKENS, 1000 by default).", q("max(sleepd_sleep_pending_tokens)"),
-               limits=[(1000, "blue")]),
+               f"SLEEPD_SLEEP_MIN_PENDING_TOKENS, {MIN_PENDING_TOKENS} by default).",
+               q("max(sleepd_sleep_pending_tokens)"), limits=[(MIN_PENDING_TOKENS, "blue")]),
         single("Workers alive", "Sleep workers whose heartbeat is under 90 s old.",
                q("max(sleepd_sleep_workers)"), limits=[(1, "green")]),
         single("Failures in a row", "Consecutive failed cycles; the scheduler backs off, and stops at "
-               "SLEEPD_SLEEP_MAX_FAILURES (5).", q("max(sleepd_sleep_consecutive_failures)"),
-               limits=[(1, "orange"), (5, "red")]),
+               f"SLEEPD_SLEEP_MAX_FAILURES ({MAX_FAILURES} by default).", q("max(sleepd_sleep_consecutive_failures)"),
+               limits=[(1, "orange"), (MAX_FAILURES, "red")]),
         single("Gate rejections", "Gate rejections of the pending sessions since the watermark last moved.",
                q("max(sleepd_sleep_gate_rejections)"), limits=[(2, "orange")]),
         single("Since last publish", "Time since a cycle last published an adapter.",
