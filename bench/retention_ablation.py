@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--protect-stored", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--stored-batch", type=int, help="stored facts per training step (default: SeedingConfig's)")
     ap.add_argument("--stored-transfer", type=int, help="stored facts asked in each new question's wording")
+    ap.add_argument("--transfer-twins", action="store_true", help="each drawn transfer target brings its new twin")
     ap.add_argument("--stored-known-weight", type=float, help="draw weight of a stored fact still recalled")
     ap.add_argument("--replay-from", choices=("previous", "base"), help="whose answers the generic replay matches")
     ap.add_argument(
@@ -67,6 +68,8 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, seeding=dataclasses.replace(cfg.seeding, stored_batch=args.stored_batch))
     if args.stored_transfer is not None:
         cfg = dataclasses.replace(cfg, stored_transfer=args.stored_transfer)
+    if args.transfer_twins:
+        cfg = dataclasses.replace(cfg, seeding=dataclasses.replace(cfg.seeding, transfer_twins=True))
     if args.stored_known_weight is not None:
         cfg = dataclasses.replace(cfg, stored_known_weight=args.stored_known_weight)
     if not args.watch:

@@ -56,6 +56,9 @@ class SeedingConfig:
     # Earlier sleeps' facts per step (when there are any), in Dreaming's steps too. As many as new targets: at 2
     # a same-kind sleep cost sleep 1's probes 8 -> 6 of 16; at 8 it kept 9 (seed 2, docs/BENCHMARKS.md).
     stored_batch: int = 8
+    # A drawn transfer target (`targets.transfer_targets`) brings the new question it was made from into the same
+    # step, so the two answers differ only by the swapped span and the gradient on their shared wording cancels.
+    transfer_twins: bool = False
     replay_batch: int = 4  # generic replay prompts per step
     onpolicy_every: int = 4  # a step that samples, every n steps (0: never)
     onpolicy_batch: int = 2  # targets the student samples for on such a step
@@ -143,11 +146,14 @@ def seed_knowledge(
     opt = opt or torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     logs: list[StepLog] = []
     steps = cfg.budget(len(targets))
+    twin_of = {t.question: t for t in targets}
     for step in range(1, steps + 1 if targets else 1):
         start = time.perf_counter()
         tokens = 0
         batch = balanced_sample(rng, targets, lambda t: t.key, cfg.batch)
         old = weighted_sample(rng, stored, cfg.stored_batch)
+        if cfg.transfer_twins:
+            old += twins(old, twin_of, batch)
 
         # 1 + 2. off-policy: the statements, distilled from the teacher with the session in context.
         dist, n = distill(policy, batch + old, cfg) if cfg.w_distill > 0 else (torch.zeros(()), 0)
@@ -182,6 +188,16 @@ def seed_knowledge(
     if guard:
         guard.settle()
     return logs
+
+
+def twins(drawn: list[Target], twin_of: dict[str, Target], batch: list[Target]) -> list[Target]:
+    """The new targets the drawn transfer targets were made from, once each, leaving out those `batch` holds."""
+    out: list[Target] = []
+    for t in drawn:
+        twin = twin_of.get(str(t.extra.get("twin", "")))
+        if twin is not None and all(twin is not u for u in [*batch, *out]):
+            out.append(twin)
+    return out
 
 
 def warm_up(opt: torch.optim.Optimizer, lr: float, step: int, steps: int) -> None:

@@ -250,7 +250,9 @@ def transfer_targets(policy: Policy, new: list[Target], stored: list[Statement],
                 if question.lower() in seen:
                     continue
                 seen.add(question.lower())
-                out.append(make_target(policy, st.text, (st,), question, "transfer"))
+                moved = make_target(policy, st.text, (st,), question, "transfer")
+                moved.extra["twin"] = t.question  # the new question it was made from (`SeedingConfig.transfer_twins`)
+                out.append(moved)
                 chosen += 1
     return out
 

@@ -114,4 +114,5 @@ def test_a_new_facts_wording_is_asked_of_the_confusable_stored_facts(tiny_model:
     assert [t.question for t in moved] == ["Which event takes place on April 14?",
                                            "When does the Kroxhea Gala take place?"]  # fmt: skip
     assert all(t.statements == (gala,) and t.kind == "transfer" for t in moved)
+    assert [t.extra["twin"] for t in moved] == [asked[0].question, asked[1].question]  # paired in a step on request
     assert transfer_targets(policy, asked, [TUNNEL], 2) == []
