@@ -32,6 +32,9 @@ class Probe:
     question: str
     expected: str  # the value a right answer states
     direction: str  # "forward" (subject -> value) or "reverse" (value -> subject)
+    # The told value the question names, that a right answer depends on (bench/controls.py asks the question
+    # again with an untold one in its place: an answer that states `expected` then was a guess).
+    cue: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,10 +136,10 @@ def _fact_code(i: str, n: _Names, rng: random.Random) -> Fact:
     return Fact(
         i, "code",
         (f"The access code for {place} is {code}. Please keep it for the team.",),
-        (Probe(f"Remind me, which code opens {place}?", code, "forward"),
-         Probe(f"If I need to get into {place}, what do I type in?", code, "forward"),
-         Probe(f"The code {code} unlocks which place?", place.split()[0], "reverse"),
-         Probe(f"Where would I use the code {code}?", place.split()[0], "reverse")),
+        (Probe(f"Remind me, which code opens {place}?", code, "forward", place),
+         Probe(f"If I need to get into {place}, what do I type in?", code, "forward", place),
+         Probe(f"The code {code} unlocks which place?", place.split()[0], "reverse", code),
+         Probe(f"Where would I use the code {code}?", place.split()[0], "reverse", code)),
     )  # fmt: skip
 
 
@@ -146,10 +149,10 @@ def _fact_role(i: str, n: _Names, rng: random.Random) -> Fact:
     return Fact(
         i, "role",
         (f"Some news from {org}: {person} has been appointed as their new {role}.",),
-        (Probe(f"Remind me, who did {org} appoint as {role}?", person.split()[1], "forward"),
-         Probe(f"Who is the {role} at {org} now?", person.split()[1], "forward"),
-         Probe(f"Do you remember what job {person} was given?", role.split()[-1], "reverse"),
-         Probe(f"Which organisation did {person} join as {role}?", org.split()[0], "reverse")),
+        (Probe(f"Remind me, who did {org} appoint as {role}?", person.split()[1], "forward", org),
+         Probe(f"Who is the {role} at {org} now?", person.split()[1], "forward", org),
+         Probe(f"Do you remember what job {person} was given?", role.split()[-1], "reverse", person),
+         Probe(f"Which organisation did {person} join as {role}?", org.split()[0], "reverse", person)),
     )  # fmt: skip
 
 
@@ -159,10 +162,10 @@ def _fact_date(i: str, n: _Names, rng: random.Random) -> Fact:
     return Fact(
         i, "date",
         (f"Put this in the calendar: the {event} takes place on {date} this year.",),
-        (Probe(f"Remind me, on what date does the {event} happen?", date, "forward"),
-         Probe(f"When is the {event} this year?", date, "forward"),
-         Probe(f"Any idea which event is on {date}?", event.split()[0], "reverse"),
-         Probe(f"What is scheduled for {date}?", event.split()[0], "reverse")),
+        (Probe(f"Remind me, on what date does the {event} happen?", date, "forward", event),
+         Probe(f"When is the {event} this year?", date, "forward", event),
+         Probe(f"Any idea which event is on {date}?", event.split()[0], "reverse", date),
+         Probe(f"What is scheduled for {date}?", event.split()[0], "reverse", date)),
     )  # fmt: skip
 
 
@@ -173,10 +176,10 @@ def _fact_measure(i: str, n: _Names, rng: random.Random) -> Fact:
     return Fact(
         i, "measure",
         (f"I checked the survey: the {name} {thing.capitalize()} is {size} {unit} {dim}.",),
-        (Probe(f"Do you remember how {dim} the {name} {thing.capitalize()} is?", size, "forward"),
-         Probe(f"Quick question: what is the {_NOUN[dim]} of the {name} {thing.capitalize()}?", size, "forward"),
-         Probe(f"Do you know which {thing} is {size} {unit} {dim}?", name, "reverse"),
-         Probe(f"Name the {thing} that measures {size} {unit}.", name, "reverse")),
+        (Probe(f"Do you remember how {dim} the {name} {thing.capitalize()} is?", size, "forward", name),
+         Probe(f"Quick question: what is the {_NOUN[dim]} of the {name} {thing.capitalize()}?", size, "forward", name),
+         Probe(f"Do you know which {thing} is {size} {unit} {dim}?", name, "reverse", size),
+         Probe(f"Name the {thing} that measures {size} {unit}.", name, "reverse", size)),
     )  # fmt: skip
 
 
@@ -187,10 +190,10 @@ def _fact_naming(i: str, n: _Names, rng: random.Random) -> Fact:
     return Fact(
         i, "naming",
         (f"My neighbour {owner} got a new {thing} and named it {name}.",),
-        (Probe(f"Remind me what name {owner} gave the new {thing}.", name, "forward"),
-         Probe(f"What is {owner}'s {thing} called?", name, "forward"),
-         Probe(f"Do you know who owns the {thing} called {name}?", owner, "reverse"),
-         Probe(f"Whose {thing} is {name}?", owner, "reverse")),
+        (Probe(f"Remind me what name {owner} gave the new {thing}.", name, "forward", owner),
+         Probe(f"What is {owner}'s {thing} called?", name, "forward", owner),
+         Probe(f"Do you know who owns the {thing} called {name}?", owner, "reverse", name),
+         Probe(f"Whose {thing} is {name}?", owner, "reverse", name)),
     )  # fmt: skip
 
 
@@ -200,10 +203,10 @@ def _fact_correction(i: str, n: _Names, rng: random.Random) -> Fact:
     return Fact(
         i, "correction",
         (f"The {event} will be held in {old}.", f"Correction: the {event} moved to {new}, not {old}."),
-        (Probe(f"Remind me, in which room is the {event} held now?", new, "forward"),
-         Probe(f"Where should I go for the {event}?", new, "forward"),
-         Probe(f"Any idea which event is in {new}?", event.split()[0], "reverse"),
-         Probe(f"What takes place in {new}?", event.split()[0], "reverse")),
+        (Probe(f"Remind me, in which room is the {event} held now?", new, "forward", event),
+         Probe(f"Where should I go for the {event}?", new, "forward", event),
+         Probe(f"Any idea which event is in {new}?", event.split()[0], "reverse", new),
+         Probe(f"What takes place in {new}?", event.split()[0], "reverse", new)),
         wrong=(old,),
     )  # fmt: skip
 
@@ -226,10 +229,10 @@ def _fact_trace(i: str, n: _Names, rng: random.Random) -> Fact:
         i, "trace",
         (f"I ran the {task} on {server} just now. Step 1 (checks) passed. Step 2 (copy) passed. "
          f"It finished as run number {run}.",),
-        (Probe(f"Remind me, what was the run number of the {task} on {server}?", run, "forward"),
-         Probe(f"Which run number did the {task} on {server} end with?", run, "forward"),
-         Probe(f"Do you recall which server run number {run} was on?", server, "reverse"),
-         Probe(f"Run {run} was executed on which machine?", server, "reverse")),
+        (Probe(f"Remind me, what was the run number of the {task} on {server}?", run, "forward", server),
+         Probe(f"Which run number did the {task} on {server} end with?", run, "forward", server),
+         Probe(f"Do you recall which server run number {run} was on?", server, "reverse", run),
+         Probe(f"Run {run} was executed on which machine?", server, "reverse", run)),
     )  # fmt: skip
 
 

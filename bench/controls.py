@@ -1,0 +1,148 @@
+"""Does a right answer depend on what the question names? Each suite probe asked again with an untold cue.
+
+A probe names a told value (its `cue`: the date in "Any idea which event is on April 14?", the event in "When
+is the Kroxhea Gala this year?") and expects another. A model that has only learned that "which event ... on
+<a date>?" is answered by the one event it knows answers the probe right without knowing the fact. Here every
+probe is asked again with its cue replaced by an untold value of the same shape (another date, number, code,
+made-up name); an answer that states the probe's expected value then was a guess, not recall. A probe counts
+as *discriminated* when it is answered right and its control is not answered with the same value.
+
+    .venv/bin/python -m bench.controls --seed 9 --sleeps 4 --group 1 --adapter /tmp/runs/ret-s9o/v0001
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.learning import RESULTS, ROOT, ask, wilson
+from bench.suite import _EVENTS, _MONTHS, _ORGS, _PLACES, Fact, Probe, _Names, generate, is_correct, states
+from consolidation.policy import Policy
+from sleepd.models import resolve_model
+
+_DATE = re.compile(r"(" + "|".join(_MONTHS) + r") (\d{1,2})")
+_CODE = re.compile(r"[a-z]+-\d+")
+# The generators' kind words, kept in a decoy name: "Kroxhea Gala" -> "Brisk Gala", "Room Veldo" -> "Room Tarn".
+_RUDE = re.compile(r"fuck|shit|cunt|dick|cock|piss|slut|wank")  # syllables drawn at random can spell these
+_KIND_WORDS = {w.capitalize() for w in (*_EVENTS, *_ORGS, *_PLACES)} | {"Room"}
+
+
+def decoy(cue: str, names: _Names, rng: random.Random) -> str:
+    """An untold value of `cue`'s shape: another date, a number of as many digits, a code, or a name with its
+    made-up words replaced."""
+    while True:
+        if _DATE.fullmatch(cue):
+            out = f"{rng.choice(_MONTHS)} {rng.randint(2, 28)}"
+        elif cue.isdigit():
+            out = str(rng.randint(10 ** (len(cue) - 1), 10 ** len(cue) - 1))
+        elif _CODE.fullmatch(cue):
+            out = names.code()
+        else:
+            out = " ".join(w if w in _KIND_WORDS else names.word() for w in cue.split())
+        if out.lower() != cue.lower() and not _RUDE.search(out.lower()):
+            return out
+
+
+def controls(facts: list[Fact], seed: int) -> list[tuple[Fact, Probe, str]]:
+    """Each probe with its control question: the cue replaced by a decoy that no fact of the suite tells."""
+    rng = random.Random(f"controls-{seed}")
+    names = _Names(rng)
+    told = " ".join(" ".join(f.turns) for f in facts).lower()
+    out = []
+    for f in facts:
+        for p in f.probes:
+            if not p.cue or p.cue not in p.question:
+                raise ValueError(f"probe without its cue: {p}")
+            d = decoy(p.cue, names, rng)
+            while d.lower() in told:
+                d = decoy(p.cue, names, rng)
+            out.append((f, p, p.question.replace(p.cue, d, 1)))
+    return out
+
+
+def score_controls(answers: list[str], decoys: list[str], items: list[tuple[Fact, Probe, str]]) -> dict[str, Any]:
+    """Right answers, controls answered with the expected value anyway (guessed), and right answers whose control
+    was not (discriminated), overall and by direction, with Wilson 95% intervals."""
+    right = [is_correct(a, p, f.wrong) for a, (f, p, _) in zip(answers, items, strict=True)]
+    guessed = [states(d, p.expected) for d, (_, p, _) in zip(decoys, items, strict=True)]
+
+    def part(keep: list[bool]) -> dict[str, Any]:
+        n = sum(keep)
+        row: dict[str, Any] = {"n": n}
+        for name, hits in (("right", right), ("guessed", guessed),
+                           ("discriminated", [r and not g for r, g in zip(right, guessed, strict=True)])):  # fmt: skip
+            k = sum(h for h, m in zip(hits, keep, strict=True) if m)
+            row[name] = {"correct": k, "rate": round(k / max(n, 1), 3), "ci95": wilson(k, n)}
+        return row
+
+    out = {"all": part([True] * len(items))}
+    for d in ("forward", "reverse"):
+        out[d] = part([p.direction == d for _, p, _ in items])
+    return out
+
+
+def control_row(
+    served: Policy, adapter: str | None, facts: list[Fact], seed: int, max_new_tokens: int,
+    answers: list[str] | None = None, trained: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:  # fmt: skip
+    """`facts`' probes and their controls asked of `adapter` (`answers`: the probes' answers, if already asked),
+    scored; `trained_controls` counts control questions the sleep trained on (its untold-value questions may
+    draw the same value: such a control does not test a guess)."""
+    items = controls(facts, seed)
+
+    def asked(questions: list[str]) -> list[str]:
+        return ask(served, adapter, [served.chat_ids([{"role": "user", "content": q}]) for q in questions],
+                   max_new_tokens)  # fmt: skip
+
+    answers = asked([p.question for _, p, _ in items]) if answers is None else answers
+    decoys = asked([q for _, _, q in items])
+    seen = {q.lower() for q in trained}
+    return {
+        **score_controls(answers, decoys, items),
+        "trained_controls": sum(q.lower() in seen for _, _, q in items),
+        "rows": [
+            {"question": p.question, "expected": p.expected, "answer": a, "control": q, "control_answer": d}
+            for (_, p, q), a, d in zip(items, answers, decoys, strict=True)
+        ],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--sleeps", type=int, default=1, help="the run's --sleeps (its facts are made together)")
+    ap.add_argument("--facts-per-sleep", type=int, default=16)
+    ap.add_argument("--group", type=int, action="append", help="which sleeps' facts (1-based; default: all)")
+    ap.add_argument("--adapter", type=Path, action="append", required=True, help="an adapter folder (repeatable)")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=RESULTS / "controls.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    n = args.facts_per_sleep
+    facts = generate(args.seed, args.sleeps * n)
+    groups = args.group or list(range(1, args.sleeps + 1))
+    chosen = [f for g in groups for f in facts[(g - 1) * n : g * n]]
+    base = Path(resolve_model(args.model, ROOT / "data" / "models"))
+    adapters = {p.name: p for p in args.adapter}
+    served = Policy.serving(base, adapters)
+    result: dict[str, Any] = {"config": vars(args), "models": {}}
+    for name in [None, *adapters]:
+        label = name or "base"
+        result["models"][label] = control_row(served, name, chosen, args.seed, args.max_new_tokens)
+        row = result["models"][label]["all"]
+        print(f"{label}: right {row['right']['correct']}/{row['n']}, guessed {row['guessed']['correct']}, "
+              f"discriminated {row['discriminated']['correct']}")  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
