@@ -7,7 +7,9 @@ the base when the gate rejects). Reported beside it: the base model closed-book,
 context (as the next turn of the session itself: the bar), and the candidate adapter whether or not the gate
 passed it. Strict scoring (`suite.is_correct`), Wilson 95% intervals, forward and reverse probes apart.
 
-The run fails if any probe equals, or has the same content words as, a question the sleep trained on.
+The run fails if any probe equals, or has the same content words as, a question the sleep trained on. Each probe
+is also asked of the candidate with its cue untold (bench/controls.py): a right answer whose control states the
+same value counts as a guess.
 
     .venv/bin/python -m bench.learning --seed 0 --facts 16 --out bench/results/learning-s0.json
     .venv/bin/python -m bench.learning --method sft-transcript ...   # naive baseline, about a sleep's step count
@@ -264,15 +266,16 @@ def main() -> None:
                                progress=_printer())  # fmt: skip
             result["sleep"] = report.summary()
             published = registry.path(report.published.version) if report.published else None
-            found = leaks([p.question for _, p in items], report.trained_questions)
-            result["trained_questions"] = len(report.trained_questions)
+            trained = report.trained_questions
+            found = leaks([p.question for _, p in items], trained)
+            result["trained_questions"] = len(trained)
         else:
             policy = Policy(base, None, cfg.expert)
             n_targets = sum(len(statements(m)) for m in memories(records)) * 8  # about what a sleep trains on
             steps = cfg.seeding.budget(n_targets)
             steps = sft_transcripts(policy, convs, args.steps or steps, cfg.seeding.batch, args.lr, args.sft_cpu_s)
             policy.save_expert(candidate)
-            published, found = None, []
+            published, found, trained = None, [], []
             result["sft_steps"] = steps
         result["train_s"] = round(time.perf_counter() - t0, 1)
         result["leaks"] = found
@@ -300,6 +303,13 @@ def main() -> None:
             answers[name] = ask(evaluator, adapter, prompts, args.max_new_tokens)
             rows[name] = score(answers[name], items)
             print(json.dumps({name: {k: v for k, v in rows[name].items() if k != "hits"}}), flush=True)
+        # Each probe again with an untold cue: how many of the candidate's right answers were guesses.
+        from bench.controls import control_row  # (it imports this module)
+
+        controls = control_row(evaluator, "candidate", facts, args.seed, args.max_new_tokens,
+                               answers["candidate adapter"], trained)  # fmt: skip
+        result["controls"] = controls
+        print(json.dumps({"candidate, controls": {k: v for k, v in controls.items() if k != "rows"}}), flush=True)
     result["rows"] = rows
     result["answers"] = {name: list(zip([p.question for _, p in items], a, strict=True)) for name, a in answers.items()}
     bar, got = rows["in context (the bar)"]["hits"], rows["candidate adapter"]["hits"]
