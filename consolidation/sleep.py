@@ -40,7 +40,6 @@ from consolidation.targets import (
     asked_questions,
     attach_teacher,
     cloze_targets,
-    decoy_targets,
     keyed_targets,
     make_target,
     replay_targets,
@@ -78,9 +77,6 @@ class SleepConfig:
     stored_known_weight: float = 1.0
     # Stored facts asked in this sleep's own wordings, per new question (`targets.transfer_targets`; 0: off).
     stored_transfer: int = 0
-    # New questions asked with an untold date or number, answered as not told, per span (`targets.decoy_targets`;
-    # 0: off). Drawn with the stored facts, so `SeedingConfig.transfer_twins` pairs each with its told question.
-    decoys: int = 0
     store_cap: int = 5000  # facts carried in an adapter's lineage
     top_k: int = 16  # teacher log-probabilities kept per answer token
     max_rank: int = 64  # the serving engine's max LoRA rank: compact past it
@@ -403,10 +399,6 @@ def prepare(
         never = {q.lower() for f in kept for q, _ in f.probes}  # held out: never trained on, in any sleep
         moved = transfer_targets(policy, targets, [f.statement() for f in kept], cfg.stored_transfer)
         stored += [t for t in moved if t.question.lower() not in never]
-    if cfg.decoys > 0:
-        # Its own generator too: with decoys off, or on, the other targets are drawn alike.
-        told = [*found, *(f.statement() for f in kept)]
-        stored += decoy_targets(policy, targets, told, cfg.decoys, random.Random(f"decoys-{cfg.seed}"))
     # Its own generator: the sample must not shift the training targets' draws.
     sample = random.Random(cfg.seed).sample(range(len(kept)), min(cfg.gate.stored_sample, len(kept)))
     checks: list[Target] = []
@@ -418,9 +410,6 @@ def prepare(
     on_progress(0.4, "teacher")
     attach_teacher(policy, [*targets, *stored], cfg.top_k,
                    on_batch=lambda done, total: on_progress(0.4 + 0.5 * done / total, "teacher"))  # fmt: skip
-    for t in stored:
-        if t.kind == "decoy":
-            t.evidence = None  # "not told" is what the session supports, not a token it makes likelier: full weight
     return Prepared(found, targets, probes, stored, checks, recalled, questions, heldout)
 
 

@@ -15,8 +15,7 @@ Questions come two ways:
   a span or two content words with it) and leave something to answer (not every span in the question).
 
 Earlier sleeps' stored facts are replayed the same way (`sleep.stored_targets`); opt-in, `transfer_targets`
-also asks them in this sleep's own wordings (a stored date put where the new question names its date), and
-`decoy_targets` asks the new wordings with an untold date or number, answered as not told.
+also asks them in this sleep's own wordings (a stored date put where the new question names its date).
 
 Per answer token the teacher's top-k log-probabilities (with the session) and the *evidence* are computed
 once: evidence = log p(token | session, question) - log p(token | question), how much the session supports
@@ -64,7 +63,7 @@ class Target:
     key: str  # what the target is about: the statement's text, or the span for keyed questions
     statements: tuple[Statement, ...]
     question: str
-    kind: str  # "keyed", "asked", "cloze", "transfer" or "decoy"
+    kind: str  # "keyed", "asked", "cloze" or "transfer"
     student_prompt: list[int]
     teacher_prompt: list[int]
     answer: list[int]  # the statements' text + end of turn
@@ -256,59 +255,6 @@ def transfer_targets(policy: Policy, new: list[Target], stored: list[Statement],
                 out.append(moved)
                 chosen += 1
     return out
-
-
-_MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-                "November", "December")  # fmt: skip
-NOT_TOLD = "I don't have anything noted for {}."
-
-
-def decoy_targets(policy: Policy, new: list[Target], told: list[Statement], per_target: int,
-                  rng: random.Random) -> list[Target]:  # fmt: skip
-    """Each new target's question asked again about an untold value: where the question names a date or a
-    number of its statement, that span swapped for one of the same shape that no statement tells, answered
-    "I don't have anything noted for <it>." Up to `per_target` per span the question names.
-
-    Why: a question trained only on the told date ("Which event takes place on December 10?" -> the regatta)
-    teaches the wording, not the date: seed 9's v0001 answers "Which event takes place on October 22?" with
-    the one event it learned, and a later event then takes the wording over (docs/BENCHMARKS.md, "Control
-    probes"). Here the same wording with another date is trained to lead nowhere, so the date has to steer."""
-    text = " ".join(st.text for st in told).lower()
-    out: list[Target] = []
-    seen: set[str] = set()
-    for t in new:
-        own = t.statements[0]
-        for span in own.spans:
-            shape = span_shape(span)
-            if shape == "name" or not span_pattern(span).search(t.question):
-                continue
-            for _ in range(per_target):
-                other = _untold(span, shape, text, rng)
-                if other is None:
-                    break
-                question = span_pattern(span).sub(other, t.question, count=1)
-                if question.lower() in seen:
-                    continue
-                seen.add(question.lower())
-                answer = Statement(own.session_id, NOT_TOLD.format(other), (), own.source)
-                moved = make_target(policy, f"decoy:{own.text}", (answer,), question, "decoy")
-                moved.extra["twin"] = t.question  # the told question it contrasts (`SeedingConfig.transfer_twins`)
-                out.append(moved)
-    return out
-
-
-def _untold(span: str, shape: str, told: str, rng: random.Random) -> str | None:
-    """A date or number of `span`'s shape that `told` does not hold (None: a span of no digits to vary)."""
-    for _ in range(20):
-        if shape == "date":
-            other = f"{rng.choice(_MONTH_NAMES)} {rng.randint(2, 28)}"
-        else:  # a code or number: each digit redrawn, the rest kept ("quokka-35" -> "quokka-81")
-            other = re.sub(r"\d", lambda _: str(rng.randint(0, 9)), span)
-            if other == span:
-                return None
-        if other.lower() != span.lower() and not span_pattern(other).search(told):
-            return other
-    return None
 
 
 def _strip_spans(st: Statement) -> str:

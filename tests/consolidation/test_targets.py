@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import random
-import re
 from pathlib import Path
 
 import pytest
 
 from consolidation.policy import ExpertConfig, Policy
 from consolidation.statements import Statement
-from consolidation.targets import (
-    NOT_TOLD,
-    about,
-    attach_teacher,
-    cloze_targets,
-    decoy_targets,
-    keyed_targets,
-    make_target,
-    transfer_targets,
-)
+from consolidation.targets import about, attach_teacher, cloze_targets, keyed_targets, make_target, transfer_targets
 
 CODE = Statement("s1", "The access code for Neakound Boathouse is jundmyr-66.", ("Neakound Boathouse", "jundmyr-66"),
                  "src")  # fmt: skip
@@ -126,20 +116,3 @@ def test_a_new_facts_wording_is_asked_of_the_confusable_stored_facts(tiny_model:
     assert all(t.statements == (gala,) and t.kind == "transfer" for t in moved)
     assert [t.extra["twin"] for t in moved] == [asked[0].question, asked[1].question]  # paired in a step on request
     assert transfer_targets(policy, asked, [TUNNEL], 2) == []
-
-
-def test_a_new_facts_wording_is_asked_with_an_untold_date_and_answered_as_not_told(tiny_model: Path) -> None:
-    # The date a question names is swapped for one no statement tells (not the stored gala's April 14); a question
-    # naming only the event's name gets no decoy: a made-up name cannot be drawn here.
-    policy = Policy(tiny_model, None, ExpertConfig(rank=2))
-    new = Statement("s3", "The Gyckbral Regatta takes place on December 10.", ("Gyckbral Regatta", "December 10"),
-                    "src")  # fmt: skip
-    gala = Statement("s1", "The Kroxhea Gala takes place on April 14 this year.", ("Kroxhea Gala", "April 14"), "src")
-    questions = ("Which event takes place on December 10?", "When does the Gyckbral Regatta take place?")
-    asked = [make_target(policy, new.text, (new,), q, "asked") for q in questions]
-    out = decoy_targets(policy, asked, [new, gala], 3, random.Random(0))
-    assert len(out) == 3 and all(t.kind == "decoy" and t.extra["twin"] == asked[0].question for t in out)
-    for t in out:
-        date = t.question.removeprefix("Which event takes place on ").removesuffix("?")
-        assert date not in ("December 10", "April 14") and re.fullmatch(r"[A-Z][a-z]+ \d{1,2}", date)
-        assert t.statements[0].text == NOT_TOLD.format(date) and t.statements[0].source == new.source
