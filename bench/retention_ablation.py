@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from bench.controls import control_row
 from bench.learning import RESULTS, ROOT, records_of, sessions_with_replies
 from bench.retention import log_interference, recall
 from bench.suite import generate
@@ -52,6 +53,9 @@ def main() -> None:
     ap.add_argument("--watch-tokens", choices=("answer", "spans"), help="the watch's loss: whole answer or spans")
     ap.add_argument("--max-rank", type=int, default=SleepConfig.max_rank, help="compact past this rank")
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument(
+        "--controls", action="store_true", help="also ask each probe with an untold cue (bench/controls.py)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS / "retention-ablation.json")
     args = ap.parse_args()
@@ -102,6 +106,11 @@ def main() -> None:
             row[name], answers = recall(served, "candidate", group, args.max_new_tokens)
             questions = [p.question for f in group for p in f.probes]
             row[f"{name}_answers"] = [list(qa) for qa in zip(questions, answers, strict=True)]
+            if args.controls and name != "earlier_facts":
+                controls = control_row(served, "candidate", group, args.seed, args.max_new_tokens, answers,
+                                       report.trained_questions)  # fmt: skip
+                row[f"{name}_controls"] = controls
+                print(name, "controls:", json.dumps({k: v for k, v in controls.items() if k != "rows"}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"config": vars(args), **row}, indent=2, default=str))
     print(json.dumps({k: v for k, v in row.items() if not k.endswith("_answers")}, default=str))
