@@ -28,8 +28,8 @@ from sleepd.models import resolve_model
 
 _DATE = re.compile(r"(" + "|".join(_MONTHS) + r") (\d{1,2})")
 _CODE = re.compile(r"[a-z]+-\d+")
-# The generators' kind words, kept in a decoy name: "Kroxhea Gala" -> "Brisk Gala", "Room Veldo" -> "Room Tarn".
 _RUDE = re.compile(r"fuck|shit|cunt|dick|cock|piss|slut|wank")  # syllables drawn at random can spell these
+# The generators' kind words, kept in a decoy name: "Kroxhea Gala" -> "Brisk Gala", "Room Veldo" -> "Room Tarn".
 _KIND_WORDS = {w.capitalize() for w in (*_EVENTS, *_ORGS, *_PLACES)} | {"Room"}
 
 
@@ -49,11 +49,12 @@ def decoy(cue: str, names: _Names, rng: random.Random) -> str:
             return out
 
 
-def controls(facts: list[Fact], seed: int) -> list[tuple[Fact, Probe, str]]:
-    """Each probe with its control question: the cue replaced by a decoy that no fact of the suite tells."""
+def controls(facts: list[Fact], seed: int, suite: list[Fact] | None = None) -> list[tuple[Fact, Probe, str]]:
+    """Each probe of `facts` with its control question: the cue replaced by a decoy that no fact of `suite` (the
+    whole run's facts; default `facts`) tells, so a later sleep's value is never asked as untold."""
     rng = random.Random(f"controls-{seed}")
     names = _Names(rng)
-    told = " ".join(" ".join(f.turns) for f in facts).lower()
+    told = " ".join(" ".join(f.turns) for f in suite or facts).lower()
     out = []
     for f in facts:
         for p in f.probes:
@@ -89,12 +90,12 @@ def score_controls(answers: list[str], decoys: list[str], items: list[tuple[Fact
 
 def control_row(
     served: Policy, adapter: str | None, facts: list[Fact], seed: int, max_new_tokens: int,
-    answers: list[str] | None = None, trained: list[str] | tuple[str, ...] = (),
+    answers: list[str] | None = None, trained: list[str] | tuple[str, ...] = (), suite: list[Fact] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """`facts`' probes and their controls asked of `adapter` (`answers`: the probes' answers, if already asked),
     scored; `trained_controls` counts control questions the sleep trained on (its untold-value questions may
     draw the same value: such a control does not test a guess)."""
-    items = controls(facts, seed)
+    items = controls(facts, seed, suite)
 
     def asked(questions: list[str]) -> list[str]:
         return ask(served, adapter, [served.chat_ids([{"role": "user", "content": q}]) for q in questions],
@@ -136,7 +137,7 @@ def main() -> None:
     result: dict[str, Any] = {"config": vars(args), "models": {}}
     for name in [None, *adapters]:
         label = name or "base"
-        result["models"][label] = control_row(served, name, chosen, args.seed, args.max_new_tokens)
+        result["models"][label] = control_row(served, name, chosen, args.seed, args.max_new_tokens, suite=facts)
         row = result["models"][label]["all"]
         print(f"{label}: right {row['right']['correct']}/{row['n']}, guessed {row['guessed']['correct']}, "
               f"discriminated {row['discriminated']['correct']}")  # fmt: skip

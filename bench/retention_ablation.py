@@ -108,7 +108,7 @@ def main() -> None:
             row[f"{name}_answers"] = [list(qa) for qa in zip(questions, answers, strict=True)]
             if args.controls and name != "earlier_facts":
                 controls = control_row(served, "candidate", group, args.seed, args.max_new_tokens, answers,
-                                       report.trained_questions)  # fmt: skip
+                                       report.trained_questions, suite=facts)  # fmt: skip
                 row[f"{name}_controls"] = controls
                 print(name, "controls:", json.dumps({k: v for k, v in controls.items() if k != "rows"}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
