@@ -82,24 +82,30 @@ def score_controls(answers: list[str], decoys: list[str], items: list[tuple[Fact
             row[name] = {"correct": k, "rate": round(k / max(n, 1), 3), "ci95": wilson(k, n)}
         return row
 
-    out = {"all": part([True] * len(items))}
+    out: dict[str, Any] = {"all": part([True] * len(items))}
     for d in ("forward", "reverse"):
         out[d] = part([p.direction == d for _, p, _ in items])
+    out["hits"] = [r and not g for r, g in zip(right, guessed, strict=True)]  # discriminated, per probe
     return out
 
 
 def control_row(
     served: Policy, adapter: str | None, facts: list[Fact], seed: int, max_new_tokens: int,
     answers: list[str] | None = None, trained: list[str] | tuple[str, ...] = (), suite: list[Fact] | None = None,
+    context: dict[str, list[dict[str, str]]] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """`facts`' probes and their controls asked of `adapter` (`answers`: the probes' answers, if already asked),
     scored; `trained_controls` counts control questions the sleep trained on (its untold-value questions may
-    draw the same value: such a control does not test a guess)."""
+    draw the same value: such a control does not test a guess). With `context` (a fact's id -> its session),
+    both are asked as the session's next turn: the in-context bar, which a model reading one gala's date may
+    also give for any gala."""
     items = controls(facts, seed, suite)
+    prefixes = [context[f.id] if context else [] for f, _, _ in items]
 
     def asked(questions: list[str]) -> list[str]:
-        return ask(served, adapter, [served.chat_ids([{"role": "user", "content": q}]) for q in questions],
-                   max_new_tokens)  # fmt: skip
+        prompts = [served.chat_ids([*pre, {"role": "user", "content": q}]) for pre, q in zip(prefixes, questions,
+                                                                                            strict=True)]  # fmt: skip
+        return ask(served, adapter, prompts, max_new_tokens)
 
     answers = asked([p.question for _, p, _ in items]) if answers is None else answers
     decoys = asked([q for _, _, q in items])

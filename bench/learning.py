@@ -8,8 +8,8 @@ context (as the next turn of the session itself: the bar), and the candidate ada
 passed it. Strict scoring (`suite.is_correct`), Wilson 95% intervals, forward and reverse probes apart.
 
 The run fails if any probe equals, or has the same content words as, a question the sleep trained on. Each probe
-is also asked of the candidate with its cue untold (bench/controls.py): a right answer whose control states the
-same value counts as a guess.
+is also asked with its cue untold (bench/controls.py), of the candidate and in context: a right answer whose
+control states the same value counts as a guess, and the ratio is also given on the answers that are not.
 
     .venv/bin/python -m bench.learning --seed 0 --facts 16 --out bench/results/learning-s0.json
     .venv/bin/python -m bench.learning --method sft-transcript ...   # naive baseline, about a sleep's step count
@@ -306,14 +306,21 @@ def main() -> None:
         # Each probe again with an untold cue: how many of the candidate's right answers were guesses.
         from bench.controls import control_row  # (it imports this module)
 
+        # The bar's too: a model reading one gala's date in context may give it for any gala.
         controls = control_row(evaluator, "candidate", facts, args.seed, args.max_new_tokens,
                                answers["candidate adapter"], trained)  # fmt: skip
-        result["controls"] = controls
-        print(json.dumps({"candidate, controls": {k: v for k, v in controls.items() if k != "rows"}}), flush=True)
+        sessions = {f.id: c for f, c in zip(facts, convs, strict=True)}
+        in_context = control_row(evaluator, None, facts, args.seed, args.max_new_tokens,
+                                 answers["in context (the bar)"], context=sessions)  # fmt: skip
+        result["controls"], result["controls_in_context"] = controls, in_context
+        for name, row in (("candidate, controls", controls), ("in context, controls", in_context)):
+            print(json.dumps({name: {k: v for k, v in row.items() if k not in ("rows", "hits")}}), flush=True)
     result["rows"] = rows
     result["answers"] = {name: list(zip([p.question for _, p in items], a, strict=True)) for name, a in answers.items()}
     bar, got = rows["in context (the bar)"]["hits"], rows["candidate adapter"]["hits"]
     result["closed_over_context"] = paired_ratio(got, bar)
+    # The same ratio on discriminated answers only (right, and not given for the untold cue too).
+    result["discriminated_closed_over_context"] = paired_ratio(controls["hits"], in_context["hits"])
     # What users get: differs from the candidate when the gate refused it (the base is served then).
     result["served_over_context"] = paired_ratio(rows["after the sleep, served"]["hits"], bar)
     if found:  # the run still fails (below); the figures without the leaked probes say what is left of it

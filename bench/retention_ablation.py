@@ -110,7 +110,7 @@ def main() -> None:
                 controls = control_row(served, "candidate", group, args.seed, args.max_new_tokens, answers,
                                        report.trained_questions, suite=facts)  # fmt: skip
                 row[f"{name}_controls"] = controls
-                print(name, "controls:", json.dumps({k: v for k, v in controls.items() if k != "rows"}))
+                print(name, "controls:", json.dumps({k: v for k, v in controls.items() if k not in ("rows", "hits")}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"config": vars(args), **row}, indent=2, default=str))
     print(json.dumps({k: v for k, v in row.items() if not k.endswith("_answers")}, default=str))

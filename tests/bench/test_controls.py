@@ -45,3 +45,4 @@ def test_a_right_answer_whose_control_names_the_same_value_is_a_guess() -> None:
     out = score_controls(answers, ["The Kroxhea Gala, on May 2.", "I don't know that gala."], items)
     assert out["all"]["right"]["correct"] == 2 and out["all"]["guessed"]["correct"] == 1
     assert out["reverse"]["discriminated"]["correct"] == 0 and out["forward"]["discriminated"]["correct"] == 1
+    assert out["hits"] == [False, True]  # per probe, for the paired closed-book over in-context ratio
