@@ -8,6 +8,7 @@ made-up name); an answer that states the probe's expected value then was a guess
 as *discriminated* when it is answered right and its control is not answered with the same value.
 
     .venv/bin/python -m bench.controls --seed 9 --sleeps 4 --group 1 --adapter /tmp/runs/ret-s9o/v0001
+    .venv/bin/python -m bench.controls --seed 1 --adapter /tmp/runs/s1-candidate --draws 3 --in-context
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bench.learning import RESULTS, ROOT, ask, wilson
+from bench.learning import RESULTS, ROOT, ask, cached_sessions, wilson
 from bench.suite import _EVENTS, _MONTHS, _ORGS, _PLACES, Fact, Probe, _Names, generate, is_correct, states
 from consolidation.policy import Policy
 from sleepd.models import resolve_model
@@ -49,10 +50,12 @@ def decoy(cue: str, names: _Names, rng: random.Random) -> str:
             return out
 
 
-def controls(facts: list[Fact], seed: int, suite: list[Fact] | None = None) -> list[tuple[Fact, Probe, str]]:
+def controls(facts: list[Fact], seed: int, suite: list[Fact] | None = None, draw: int = 0
+             ) -> list[tuple[Fact, Probe, str]]:  # fmt: skip
     """Each probe of `facts` with its control question: the cue replaced by a decoy that no fact of `suite` (the
-    whole run's facts; default `facts`) tells, so a later sleep's value is never asked as untold."""
-    rng = random.Random(f"controls-{seed}")
+    whole run's facts; default `facts`) tells, so a later sleep's value is never asked as untold. `draw` picks
+    another set of decoys (draw 0 is the one every recorded run asked)."""
+    rng = random.Random(f"controls-{seed}" if draw == 0 else f"controls-{seed}-draw{draw}")
     names = _Names(rng)
     told = " ".join(" ".join(f.turns) for f in suite or facts).lower()
     out = []
@@ -67,11 +70,14 @@ def controls(facts: list[Fact], seed: int, suite: list[Fact] | None = None) -> l
     return out
 
 
-def score_controls(answers: list[str], decoys: list[str], items: list[tuple[Fact, Probe, str]]) -> dict[str, Any]:
+def score_controls(answers: list[str], decoys: list[str] | list[list[str]], items: list[tuple[Fact, Probe, str]]
+                   ) -> dict[str, Any]:  # fmt: skip
     """Right answers, controls answered with the expected value anyway (guessed), and right answers whose control
-    was not (discriminated), overall and by direction, with Wilson 95% intervals."""
+    was not (discriminated), overall and by direction, with Wilson 95% intervals. `decoys` may hold several
+    draws' control answers per probe: a probe is guessed when any draw states its value."""
     right = [is_correct(a, p, f.wrong) for a, (f, p, _) in zip(answers, items, strict=True)]
-    guessed = [states(d, p.expected) for d, (_, p, _) in zip(decoys, items, strict=True)]
+    per_probe = [[d] if isinstance(d, str) else d for d in decoys]
+    guessed = [any(states(d, p.expected) for d in ds) for ds, (_, p, _) in zip(per_probe, items, strict=True)]
 
     def part(keep: list[bool]) -> dict[str, Any]:
         n = sum(keep)
@@ -92,14 +98,16 @@ def score_controls(answers: list[str], decoys: list[str], items: list[tuple[Fact
 def control_row(
     served: Policy, adapter: str | None, facts: list[Fact], seed: int, max_new_tokens: int,
     answers: list[str] | None = None, trained: list[str] | tuple[str, ...] = (), suite: list[Fact] | None = None,
-    context: dict[str, list[dict[str, str]]] | None = None,
+    context: dict[str, list[dict[str, str]]] | None = None, draws: int = 1,
 ) -> dict[str, Any]:  # fmt: skip
     """`facts`' probes and their controls asked of `adapter` (`answers`: the probes' answers, if already asked),
     scored; `trained_controls` counts control questions the sleep trained on (its untold-value questions may
     draw the same value: such a control does not test a guess). With `context` (a fact's id -> its session),
     both are asked as the session's next turn: the in-context bar, which a model reading one gala's date may
-    also give for any gala."""
-    items = controls(facts, seed, suite)
+    also give for any gala. With `draws` > 1 each probe gets that many controls (other untold cues), and a probe
+    is guessed when any of them states its value: one draw can miss a guess by luck."""
+    drawn = [controls(facts, seed, suite, d) for d in range(draws)]
+    items = drawn[0]
     prefixes = [context[f.id] if context else [] for f, _, _ in items]
 
     def asked(questions: list[str]) -> list[str]:
@@ -108,16 +116,19 @@ def control_row(
         return ask(served, adapter, prompts, max_new_tokens)
 
     answers = asked([p.question for _, p, _ in items]) if answers is None else answers
-    decoys = asked([q for _, _, q in items])
+    by_draw = [asked([q for _, _, q in its]) for its in drawn]
+    decoys = [list(ds) for ds in zip(*by_draw, strict=True)]
     seen = {q.lower() for q in trained}
     return {
         **score_controls(answers, decoys, items),
-        "trained_controls": sum(q.lower() in seen for _, _, q in items),
+        "draws": draws,
+        "trained_controls": sum(q.lower() in seen for its in drawn for _, _, q in its),
         "rows": [
-            {"question": p.question, "expected": p.expected, "answer": a, "control": q, "control_answer": d}
-            for (_, p, q), a, d in zip(items, answers, decoys, strict=True)
+            {"question": p.question, "expected": p.expected, "answer": a,
+             "controls": [its[i][2] for its in drawn], "control_answers": ds}
+            for i, ((_, p, _), a, ds) in enumerate(zip(items, answers, decoys, strict=True))
         ],
-    }
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -129,6 +140,8 @@ def main() -> None:
     ap.add_argument("--group", type=int, action="append", help="which sleeps' facts (1-based; default: all)")
     ap.add_argument("--adapter", type=Path, action="append", required=True, help="an adapter folder (repeatable)")
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--draws", type=int, default=1, help="controls per probe (guessed: any of them states its value)")
+    ap.add_argument("--in-context", action="store_true", help="also the base with each fact's session in context")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS / "controls.json")
     args = ap.parse_args()
@@ -140,10 +153,17 @@ def main() -> None:
     base = Path(resolve_model(args.model, ROOT / "data" / "models"))
     adapters = {p.name: p for p in args.adapter}
     served = Policy.serving(base, adapters)
+    runs: list[tuple[str, str | None, dict[str, list[dict[str, str]]] | None]] = [
+        ("base", None, None),
+        *((name, name, None) for name in adapters),
+    ]
+    if args.in_context:  # the sessions bench.learning tells (cached under bench/results)
+        convs = cached_sessions(base, facts, args.seed)
+        runs.append(("in context", None, {f.id: c for f, c in zip(facts, convs, strict=True)}))
     result: dict[str, Any] = {"config": vars(args), "models": {}}
-    for name in [None, *adapters]:
-        label = name or "base"
-        result["models"][label] = control_row(served, name, chosen, args.seed, args.max_new_tokens, suite=facts)
+    for label, name, context in runs:
+        result["models"][label] = control_row(served, name, chosen, args.seed, args.max_new_tokens, suite=facts,
+                                              context=context, draws=args.draws)  # fmt: skip
         row = result["models"][label]["all"]
         print(f"{label}: right {row['right']['correct']}/{row['n']}, guessed {row['guessed']['correct']}, "
               f"discriminated {row['discriminated']['correct']}")  # fmt: skip

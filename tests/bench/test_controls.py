@@ -46,3 +46,18 @@ def test_a_right_answer_whose_control_names_the_same_value_is_a_guess() -> None:
     assert out["all"]["right"]["correct"] == 2 and out["all"]["guessed"]["correct"] == 1
     assert out["reverse"]["discriminated"]["correct"] == 0 and out["forward"]["discriminated"]["correct"] == 1
     assert out["hits"] == [False, True]  # per probe, for the paired closed-book over in-context ratio
+
+
+def test_several_draws_ask_other_untold_cues_and_any_guess_counts() -> None:
+    facts = generate(5, 8)
+    first, second = controls(facts, 5, draw=0), controls(facts, 5, draw=1)
+    assert [p for _, p, _ in first] == [p for _, p, _ in second]  # the same probes, in the same order
+    assert sum(a != b for (_, _, a), (_, _, b) in zip(first, second, strict=True)) > len(first) // 2
+    assert first == controls(generate(5, 8), 5)  # draw 0 is what the recorded runs asked
+
+    fact = Fact("f", "date", ("the Kroxhea Gala takes place on April 14",),
+                (Probe("Which event is on April 14?", "Kroxhea", "reverse", "April 14"),))  # fmt: skip
+    items = [(fact, fact.probes[0], "Which event is on May 2?")]
+    one_lucky = score_controls(["The Kroxhea Gala."], [["No idea.", "The Kroxhea Gala."]], items)
+    assert one_lucky["all"]["guessed"]["correct"] == 1 and one_lucky["hits"] == [False]
+    assert score_controls(["The Kroxhea Gala."], [["No idea.", "Nothing then."]], items)["hits"] == [True]
