@@ -12,11 +12,14 @@ into the student (the same weights plus a new low-rank expert, without the conte
 4. RL imitation - each sample's reward is the teacher's mean log-likelihood of it plus a verifier bonus (does
                   it state the statement's specifics); group-relative advantages; policy gradient;
 5. replay       - generic prompts answered by the original base (sleep.SleepConfig.replay_from), forward KL
-                  to it, against forgetting and against drift piling up over sleeps.
+                  to it, against forgetting and against drift piling up over sleeps;
+6. contrast     - opt-in (`contrast`): a drawn target's question about an untold value, its told value pushed
+                  down there (consolidation/contrast.py).
 
-loss = w_distill * (1 + 2) + w_rkl * 3 + w_pg * 4 + w_replay * 5, then clip and step. The budget is a number of
-passes over the new targets (`epochs`), so a sleep's cost follows what it has to learn, cut short by a drift
-budget (consolidation/drift.py, off by default) when one is set and training drifts past it.
+loss = w_distill * (1 + 2) + w_rkl * 3 + w_pg * 4 + w_replay * 5 + w_contrast * 6, then clip and step. The
+budget is a number of passes over the new targets (`epochs`), so a sleep's cost follows what it has to learn,
+cut short by a drift budget (consolidation/drift.py, off by default) when one is set and training drifts past
+it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import TypeVar
 
 import torch
 
+from consolidation.contrast import contrasts, unlikelihood
 from consolidation.drift import DriftGuard
 from consolidation.losses import (
     distill_loss,
@@ -59,6 +63,11 @@ class SeedingConfig:
     # A drawn transfer target (`targets.transfer_targets`) brings the new question it was made from into the same
     # step, so the two answers differ only by the swapped span and the gradient on their shared wording cancels.
     transfer_twins: bool = False
+    # Contrast pairs per step (`consolidation/contrast.py`; 0: off): a drawn new target's question asked about an
+    # untold value, the told answer pushed down there (unlikelihood, weight `w_contrast`), so the value the
+    # question names has to steer the answer.
+    contrast: int = 0
+    w_contrast: float = 1.0
     replay_batch: int = 4  # generic replay prompts per step
     onpolicy_every: int = 4  # a step that samples, every n steps (0: never)
     onpolicy_batch: int = 2  # targets the student samples for on such a step
@@ -98,6 +107,7 @@ class StepLog:
     reward: float
     seconds: float
     tokens: int
+    contrast: float = 0.0
 
 
 def distill(policy: Policy, targets: list[Target], cfg: SeedingConfig, hard: float | None = None
@@ -147,6 +157,8 @@ def seed_knowledge(
     logs: list[StepLog] = []
     steps = cfg.budget(len(targets))
     twin_of = {t.question: t for t in targets}
+    told = [st.text for t in [*targets, *stored] for st in t.statements]
+    pairs = contrasts(policy, targets, told, cfg.seed) if cfg.contrast > 0 else {}
     for step in range(1, steps + 1 if targets else 1):
         start = time.perf_counter()
         tokens = 0
@@ -169,7 +181,14 @@ def seed_knowledge(
         rep, n = replay_loss(policy, replay, rng, cfg) if cfg.w_replay > 0 else (torch.zeros(()), 0)
         tokens += n
 
-        loss = cfg.w_distill * dist + cfg.w_rkl * rkl + cfg.w_pg * pg + cfg.w_replay * rep
+        # 6. contrast: the told value pushed down where the question names an untold one.
+        con = torch.zeros(())
+        chosen = [pairs[t.question] for t in batch if t.question in pairs][: cfg.contrast]
+        if chosen and cfg.w_contrast > 0:
+            con = unlikelihood(policy, chosen)
+            tokens += sum(len(c.answer) for c in chosen)
+
+        loss = cfg.w_distill * dist + cfg.w_rkl * rkl + cfg.w_pg * pg + cfg.w_replay * rep + cfg.w_contrast * con
         warm_up(opt, cfg.lr, step, min(cfg.warmup, steps // 4))  # a short budget is not spent warming up
         opt.zero_grad(set_to_none=True)
         if loss.requires_grad:
@@ -179,7 +198,7 @@ def seed_knowledge(
             if after_step:
                 after_step()
         log = StepLog(step, steps, loss.item(), dist.item(), rkl.item(), pg.item(), rep.item(), reward,
-                      time.perf_counter() - start, tokens)  # fmt: skip
+                      time.perf_counter() - start, tokens, con.item())  # fmt: skip
         logs.append(log)
         if on_step:
             on_step(log)
