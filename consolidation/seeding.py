@@ -157,8 +157,9 @@ def seed_knowledge(
     logs: list[StepLog] = []
     steps = cfg.budget(len(targets))
     twin_of = {t.question: t for t in targets}
-    told = [st.text for t in [*targets, *stored] for st in t.statements]
-    pairs = contrasts(policy, targets, told, cfg.seed) if cfg.contrast > 0 else {}
+    pairs = {}
+    if cfg.contrast > 0:  # no untold value is one a trained or replayed statement tells
+        pairs = contrasts(policy, targets, [st.text for t in [*targets, *stored] for st in t.statements], cfg.seed)
     for step in range(1, steps + 1 if targets else 1):
         start = time.perf_counter()
         tokens = 0
