@@ -19,11 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from consolidation.policy import Policy
-from consolidation.statements import span_pattern, span_shape
+from consolidation.statements import MONTH_NAMES, span_pattern, span_shape
 from consolidation.targets import Target
 
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December")  # fmt: skip
 _CONSONANTS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 
@@ -49,7 +47,7 @@ def untold(span: str, told: str, policy: Policy, rng: random.Random) -> str | No
     shape = span_shape(span)
     for _ in range(20):
         if shape == "date":
-            other = f"{rng.choice(_MONTHS)} {rng.randint(2, 28)}"
+            other = f"{rng.choice(MONTH_NAMES)} {rng.randint(2, 28)}"
         elif shape == "digit":
             other = "".join(str(rng.randint(0, 9)) if c.isdigit() else c for c in span)
         else:  # the name's rarest word (the one the tokenizer splits most): "Kroxhea Gala" -> "Vobipo Gala"

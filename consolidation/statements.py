@@ -45,8 +45,9 @@ _DENIED = re.compile(
     r"\s+(?:the\s+|a\s+|an\s+)?$", re.I
 )  # fmt: skip
 _NAMED = re.compile(r"\b(?:called|named|codename[d]?|nicknamed)\s+['\"\u201c]?([A-Za-z0-9][\w-]*)", re.I)
-_MONTHS = ("january february march april may june july august september october november december "
-           "jan feb mar apr jun jul aug sep sept oct nov dec").split()  # fmt: skip
+MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+               "November", "December")  # fmt: skip
+_MONTHS = [m.lower() for m in MONTH_NAMES] + "jan feb mar apr jun jul aug sep sept oct nov dec".split()
 _COMMON_CAPS = frozenset(
     """i the a an my our your his her their its this that these those there here it we you he she they what when
     where which who why how please thanks correction update note step today tomorrow yesterday also and but
