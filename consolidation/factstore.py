@@ -30,6 +30,11 @@ class StoredFact:
     # (None: not recorded, a lineage from before). Later gates count a loss against this, not only against the
     # previous version: a loss allowed per sleep otherwise adds up along the lineage (docs/BENCHMARKS.md).
     recalled: tuple[str, ...] | None = None
+    # Which of its questions (trained on or held out) the teacher answered right with the fact in context, when it
+    # was stored (None: not checked, a lineage from before). The retention check asks only these: the 135M writer's
+    # questions are often about something else ("Which Zitryx Wall?", expecting "312"), and a reply reciting the
+    # statement counted as the fact kept or, when it changed, as the fact lost (`sleep.answerable`).
+    answerable: tuple[str, ...] | None = None
 
     def statement(self) -> Statement:
         return Statement(self.session_id, self.text, self.spans, self.source)
@@ -39,10 +44,11 @@ class StoredFact:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StoredFact:
-        recalled = data.get("recalled")
+        recalled, answerable = data.get("recalled"), data.get("answerable")
         return cls(data["session_id"], data["text"], tuple(data["spans"]), data.get("source", data["text"]),
                    tuple(data.get("questions", ())), tuple((q, s) for q, s in data.get("probes", ())),
-                   None if recalled is None else tuple(recalled))  # fmt: skip
+                   None if recalled is None else tuple(recalled),
+                   None if answerable is None else tuple(answerable))  # fmt: skip
 
 
 def load(lineage: dict[str, Any]) -> list[StoredFact]:
@@ -63,13 +69,15 @@ def retire(stored: list[StoredFact], new: list[Statement]) -> tuple[list[StoredF
 def merge(
     kept: list[StoredFact], new: list[Statement], questions: dict[str, list[str]], cap: int,
     probes: dict[str, list[tuple[str, str | None]]] | None = None,
+    answerable: dict[str, tuple[str, ...]] | None = None,
 ) -> list[StoredFact]:  # fmt: skip
-    """The store after this sleep: the kept facts plus the new statements (with the questions trained on them and
-    the held-out `probes` asked about them), the newest `cap` facts if there are more (each sleep replays the
-    store, so its size bounds the cost)."""
-    held = probes or {}
+    """The store after this sleep: the kept facts plus the new statements (with the questions trained on them, the
+    held-out `probes` asked about them, and which of those the teacher answers in context: `answerable`, None
+    for a statement not checked), the newest `cap` facts if there are more (each sleep replays the store, so its
+    size bounds the cost)."""
+    held, vetted = probes or {}, answerable or {}
     added = [StoredFact(st.session_id, st.text, st.spans, st.source, tuple(questions.get(st.text, ())),
-                        tuple(held.get(st.text, ()))) for st in new]  # fmt: skip
+                        tuple(held.get(st.text, ())), None, vetted.get(st.text)) for st in new]  # fmt: skip
     seen: set[str] = set()
     out: list[StoredFact] = []
     for fact in reversed([*kept, *added]):  # a statement told again keeps its newest copy

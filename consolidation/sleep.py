@@ -71,6 +71,10 @@ class SleepConfig:
     # 1, 1, 3 and 0 usable questions for its 4 statements; 12 more found 6, 3, 5, 1) and was refused 0 -> 0 on
     # it while the suite's probes read 8/16.
     asked_retry_samples: int = 12
+    # Store with each new fact which of its questions the teacher answers right with the fact in context; later
+    # gates' retention checks ask only those. Of seed 7's 38 stored probes after three sleeps the teacher answered
+    # 16, and one sleep was refused for "losing" two it never could have (docs/BENCHMARKS.md, "Retention").
+    vet_probes: bool = True
     stored_replay: int = 64  # earlier sleeps' facts replayed per sleep (the ones the model lost first)
     # How often a stored fact the model still recalls is drawn (a lost one: 1). The ones it still recalls are the
     # ones a same-kind sleep overwrites, so they are rehearsed as much (0.3 lost more: docs/BENCHMARKS.md).
@@ -201,6 +205,7 @@ class Prepared:
     recalled: list[bool]  # for each check, whether the version that stored its fact answered it right
     questions: dict[str, list[str]]  # statement text -> the questions trained on it (for the fact store)
     heldout: dict[str, list[tuple[str, str | None]]]  # statement text -> its held-out probes (for the fact store)
+    answerable: dict[str, tuple[str, ...]] | None = None  # statement text -> questions answered in context
 
 
 def run_sleep(
@@ -289,7 +294,7 @@ def _run(
                     recalled=prep.recalled)  # fmt: skip
     facts: list[factstore.StoredFact] = []
     if gate.passed:
-        facts = factstore.merge(kept, prep.statements, prep.questions, cfg.store_cap, prep.heldout)
+        facts = factstore.merge(kept, prep.statements, prep.questions, cfg.store_cap, prep.heldout, prep.answerable)
         facts = record_recall(served, facts, {st.text for st in prep.statements}, cfg.gate, gate.examples)
     del served
     clock.lap("gate")
@@ -392,6 +397,10 @@ def prepare(
         # probes. With only the spares this gate used (often one per fact), seed 4's check kept 6 of 6 while sleep
         # 1's suite probes fell 8 -> 5 (docs/BENCHMARKS.md). This sleep's training and gate are unchanged.
         heldout[st.text] = [(a.question, a.span) for a in [*qs[:held], *extra]]
+    vetted = None
+    if cfg.vet_probes:
+        on_progress(0.28, "vetting probes")
+        vetted = answerable(policy, found, questions, heldout, cfg.gate)
     on_progress(0.3, "stored facts")
     probe = stored_probes(policy, kept)
     stored = stored_targets(policy, kept, probe, cfg, rng)
@@ -410,7 +419,29 @@ def prepare(
     on_progress(0.4, "teacher")
     attach_teacher(policy, [*targets, *stored], cfg.top_k,
                    on_batch=lambda done, total: on_progress(0.4 + 0.5 * done / total, "teacher"))  # fmt: skip
-    return Prepared(found, targets, probes, stored, checks, recalled, questions, heldout)
+    return Prepared(found, targets, probes, stored, checks, recalled, questions, heldout, vetted)
+
+
+def answerable(
+    policy: Policy, found: list[Statement], questions: dict[str, list[str]],
+    heldout: dict[str, list[tuple[str, str | None]]], cfg: GateConfig,
+) -> dict[str, tuple[str, ...]]:  # fmt: skip
+    """For each statement, the questions about it (trained on, and held out) that the teacher answers right with
+    the statement's source in context (greedy, scored as the gate scores). A question the model cannot answer
+    with the fact given does not test whether it kept the fact: the writer asked "What head chef will Krydrouth
+    Gainsea be appointed to?" of notes that end "by Friday", and a closed-book reply reciting the notes counted
+    as the fact recalled. Greedy: no draw, so the sleep's training is the same with or without it."""
+    asked = [(st, make_target(policy, st.text, (st,), q, "asked", span))
+             for st in found for q, span in [*((q, None) for q in questions.get(st.text, ())),
+                                             *heldout.get(st.text, ())]]  # fmt: skip
+    out: dict[str, tuple[str, ...]] = {st.text: () for st in found}
+    if not asked:
+        return out
+    answers = policy.generate([t.teacher_prompt for _, t in asked], student=False, max_new_tokens=cfg.max_new_tokens)
+    for (st, t), ids in zip(asked, answers, strict=True):
+        if t.expected and verifier_score(policy.decode(ids), t) >= cfg.match:
+            out[st.text] += (t.question,)
+    return out
 
 
 def record_recall(served: Policy, facts: list[factstore.StoredFact], new: set[str], cfg: GateConfig,
@@ -433,13 +464,15 @@ def record_recall(served: Policy, facts: list[factstore.StoredFact], new: set[st
 
 
 def stored_probes(policy: Policy, kept: list[factstore.StoredFact]) -> list[Target | None]:
-    """One closed-book question per stored fact: the first it was trained on, else a keyed one on its first span.
+    """One closed-book question per stored fact: the first it was trained on that the teacher answered in context
+    when it was stored (any, for a fact not checked), else a keyed one on its first span.
     None for a fact with neither (a statement without names or numbers the teacher wrote no usable question
     about): nothing to ask it by, and nothing to replay. A SQuAD sleep's gate passed and then storing such a
     sentence raised IndexError, so the cycle failed and nothing was published."""
     out: list[Target | None] = []
     for f in kept:
-        q = f.questions[0] if f.questions else KEYED_TEMPLATES[0].format(f.spans[0]) if f.spans else None
+        usable = [q for q in f.questions if f.answerable is None or q in f.answerable]
+        q = usable[0] if usable else KEYED_TEMPLATES[0].format(f.spans[0]) if f.spans else None
         out.append(make_target(policy, f.text, (f.statement(),), q, "asked") if q else None)
     return out
 
@@ -479,7 +512,8 @@ def retention_probes(policy: Policy, fact: factstore.StoredFact, trained: Target
     question it was trained on. The trained question alone passed a sleep that cost sleep 1's paraphrased probes
     9 -> 6 of 16 while it kept 3 of 3 (docs/BENCHMARKS.md, "Retention over sequential sleeps")."""
     st = fact.statement()
-    probes = [make_target(policy, fact.text, (st,), q, "asked", span) for q, span in fact.probes if strict(span)]
+    held = [(q, span) for q, span in fact.probes if strict(span) and (fact.answerable is None or q in fact.answerable)]
+    probes = [make_target(policy, fact.text, (st,), q, "asked", span) for q, span in held]
     return [*probes, *([trained] if trained else [])]
 
 

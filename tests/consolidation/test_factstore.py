@@ -47,3 +47,14 @@ def test_merge_stores_the_held_out_probes_and_old_lineages_still_load() -> None:
     assert load({"facts": [legacy]})[0].recalled is None  # not recorded: the gate asks the previous version only
     recorded = replace(facts[0], recalled=("Bo's age?",))
     assert load({"facts": [recorded.to_json()]})[0] == recorded
+
+
+def test_merge_stores_which_questions_the_teacher_answered_in_context() -> None:
+    new = [Statement("s1", "Bo is 9.", ("Bo", "9"), "src"), Statement("s1", "Ann is 7.", ("Ann", "7"), "src")]
+    facts = merge([], new, {"Bo is 9.": ["How old is Bo?"]}, cap=10, probes={"Bo is 9.": [("Which Bo?", "9")]},
+                  answerable={"Bo is 9.": ("How old is Bo?",)})  # fmt: skip
+    assert facts[0].answerable == ("How old is Bo?",)
+    assert facts[1].answerable is None  # not checked: every question counts, as in a lineage from before
+    assert load({"facts": [f.to_json() for f in facts]}) == facts
+    legacy = {k: v for k, v in facts[0].to_json().items() if k != "answerable"}
+    assert load({"facts": [legacy]})[0].answerable is None

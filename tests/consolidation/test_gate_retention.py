@@ -5,6 +5,7 @@ refused for that."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 from consolidation.factstore import StoredFact
@@ -141,3 +142,21 @@ def test_a_fact_with_no_span_and_no_trained_question_is_skipped_not_fatal(tiny_m
     replayed = stored_targets(policy, [bare, keyed], trained, SleepConfig(), random.Random(0))
     assert replayed and {t.statements[0].text for t in replayed} == {keyed.text}
     assert stored_targets(policy, [bare], [None], SleepConfig(), random.Random(0)) == []
+
+
+def test_retention_asks_only_the_questions_the_teacher_answered_in_context(tiny_model: Path) -> None:
+    # The writer's "Which Zitryx Wall?" (expecting "312") is answered by any reply reciting the statement and by
+    # no reply that does not: it cannot tell a kept fact from a lost one, and the store marks it so.
+    policy = Policy(tiny_model, None, ExpertConfig(rank=4))
+    text = "The Zitryx Wall is 312 metres high."
+    stored = StoredFact("s1", text, ("Zitryx Wall", "312"), text,
+                        ("Which is the largest Zitryx Wall?", "How tall is the Zitryx Wall?"),
+                        (("Which Zitryx Wall?", "312"), ("Which wall is 312 metres high?", "Zitryx Wall")),
+                        answerable=("How tall is the Zitryx Wall?", "Which wall is 312 metres high?"))  # fmt: skip
+    trained = stored_probes(policy, [stored])[0]
+    assert trained is not None and trained.question == "How tall is the Zitryx Wall?"  # the first it answered
+    asked = retention_probes(policy, stored, trained)
+    assert [t.question for t in asked] == ["Which wall is 312 metres high?", "How tall is the Zitryx Wall?"]
+    # None of its trained questions answered in context: asked by its first span, as a fact with none.
+    unanswered = replace(stored, answerable=("Which wall is 312 metres high?",))
+    assert stored_probes(policy, [unanswered])[0].question == "What do you know about Zitryx Wall?"  # type: ignore[union-attr]
