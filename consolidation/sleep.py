@@ -72,8 +72,8 @@ class SleepConfig:
     # it while the suite's probes read 8/16.
     asked_retry_samples: int = 12
     # Store with each new fact which of its questions the teacher answers right with the fact in context; later
-    # gates' retention checks ask only those. Of seed 7's 38 stored probes after three sleeps the teacher answered
-    # 16, and one sleep was refused for "losing" two it never could have (docs/BENCHMARKS.md, "Retention").
+    # gates' retention checks ask only those. Of the 38 retention probes of seed 7's third version the teacher
+    # answered 16, and one sleep was refused for "losing" two it never could have (docs/BENCHMARKS.md, "Retention").
     vet_probes: bool = True
     stored_replay: int = 64  # earlier sleeps' facts replayed per sleep (the ones the model lost first)
     # How often a stored fact the model still recalls is drawn (a lost one: 1). The ones it still recalls are the
