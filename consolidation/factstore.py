@@ -36,6 +36,11 @@ class StoredFact:
     # statement counted as the fact kept or, when it changed, as the fact lost (`sleep.answerable`).
     answerable: tuple[str, ...] | None = None
 
+    def asks(self, question: str) -> bool:
+        """Whether a retention check may ask this question of it: one the teacher answered in context (any, if
+        not checked)."""
+        return self.answerable is None or question in self.answerable
+
     def statement(self) -> Statement:
         return Statement(self.session_id, self.text, self.spans, self.source)
 

@@ -471,7 +471,7 @@ def stored_probes(policy: Policy, kept: list[factstore.StoredFact]) -> list[Targ
     sentence raised IndexError, so the cycle failed and nothing was published."""
     out: list[Target | None] = []
     for f in kept:
-        usable = [q for q in f.questions if f.answerable is None or q in f.answerable]
+        usable = [q for q in f.questions if f.asks(q)]
         q = usable[0] if usable else KEYED_TEMPLATES[0].format(f.spans[0]) if f.spans else None
         out.append(make_target(policy, f.text, (f.statement(),), q, "asked") if q else None)
     return out
@@ -512,8 +512,8 @@ def retention_probes(policy: Policy, fact: factstore.StoredFact, trained: Target
     question it was trained on. The trained question alone passed a sleep that cost sleep 1's paraphrased probes
     9 -> 6 of 16 while it kept 3 of 3 (docs/BENCHMARKS.md, "Retention over sequential sleeps")."""
     st = fact.statement()
-    held = [(q, span) for q, span in fact.probes if strict(span) and (fact.answerable is None or q in fact.answerable)]
-    probes = [make_target(policy, fact.text, (st,), q, "asked", span) for q, span in held]
+    probes = [make_target(policy, fact.text, (st,), q, "asked", span) for q, span in fact.probes
+              if strict(span) and fact.asks(q)]  # fmt: skip
     return [*probes, *([trained] if trained else [])]
 
 
